@@ -1,0 +1,270 @@
+"""The gpt-oss model configuration, its presets, and the two published config.json dialects.
+
+One dataclass, `ModelConfig`, is the vocabulary of the whole project. It reads and writes:
+  * the Hugging Face `config.json` (`num_local_experts`, `layer_types`, `rope_scaling`, ...);
+  * OpenAI's `original/config.json` (`num_experts`, `rope_scaling_factor`, ...).
+This module imports no torch, so the runtime-free tools (synth, inspect) can use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import CheckpointError
+
+SLIDING = "sliding_attention"
+FULL = "full_attention"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    num_hidden_layers: int = 24
+    num_experts: int = 32
+    experts_per_token: int = 4
+    vocab_size: int = 201088
+    hidden_size: int = 2880
+    intermediate_size: int = 2880
+    swiglu_limit: float = 7.0
+    head_dim: int = 64
+    num_attention_heads: int = 64
+    num_key_value_heads: int = 8
+    sliding_window: int = 128
+    initial_context_length: int = 4096
+    rope_theta: float = 150000.0
+    rope_scaling_factor: float = 32.0
+    rope_ntk_alpha: float = 1.0
+    rope_ntk_beta: float = 32.0
+    rms_norm_eps: float = 1e-5
+    # "sliding_attention" on even layers, "full_attention" on odd ones, as published.
+    layer_types: tuple[str, ...] = ()
+    max_position_embeddings: int = 131072
+    eos_token_id: int = 200002
+    pad_token_id: int = 199999
+
+    def __post_init__(self) -> None:
+        if not self.layer_types:
+            object.__setattr__(self, "layer_types", default_layer_types(self.num_hidden_layers))
+        object.__setattr__(self, "layer_types", tuple(self.layer_types))
+        self.validate()
+
+    # ----------------------------------------------------------------- checks
+    def validate(self) -> None:
+        problems = []
+        positive = ["num_hidden_layers", "num_experts", "experts_per_token", "vocab_size", "hidden_size",
+                    "intermediate_size", "head_dim", "num_attention_heads", "num_key_value_heads"]
+        for name in positive:
+            if int(getattr(self, name)) <= 0:
+                problems.append(f"{name} must be positive, got {getattr(self, name)}")
+        if self.experts_per_token > self.num_experts:
+            problems.append(f"experts_per_token ({self.experts_per_token}) > num_experts ({self.num_experts})")
+        if self.num_key_value_heads and self.num_attention_heads % self.num_key_value_heads:
+            problems.append(f"num_attention_heads ({self.num_attention_heads}) is not a multiple of "
+                            f"num_key_value_heads ({self.num_key_value_heads})")
+        for name in ("hidden_size", "intermediate_size"):
+            if int(getattr(self, name)) % 32:
+                problems.append(f"{name} ({getattr(self, name)}) must be a multiple of 32 (the MXFP4 block)")
+        if self.head_dim % 2:
+            problems.append(f"head_dim ({self.head_dim}) must be even (half-split RoPE)")
+        if len(self.layer_types) != self.num_hidden_layers:
+            problems.append(f"layer_types has {len(self.layer_types)} entries for {self.num_hidden_layers} layers")
+        bad = sorted(set(self.layer_types) - {SLIDING, FULL})
+        if bad:
+            problems.append(f"unknown layer_types {bad}; known: {[SLIDING, FULL]}")
+        if self.sliding_window <= 0 and SLIDING in self.layer_types:
+            problems.append(f"sliding_window must be positive, got {self.sliding_window}")
+        if problems:
+            raise CheckpointError("invalid model config: " + "; ".join(problems))
+
+    # ----------------------------------------------------------- derived facts
+    @property
+    def q_dim(self) -> int:
+        return self.num_attention_heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.num_key_value_heads * self.head_dim
+
+    @property
+    def qkv_dim(self) -> int:
+        return self.q_dim + 2 * self.kv_dim
+
+    def window(self, layer: int) -> int:
+        """Tokens a query of `layer` sees, itself included; 0 means the whole context."""
+        return self.sliding_window if self.layer_types[layer] == SLIDING else 0
+
+    @property
+    def windows(self) -> list[int]:
+        return [self.window(i) for i in range(self.num_hidden_layers)]
+
+    def replace(self, **changes) -> "ModelConfig":
+        if "num_hidden_layers" in changes and "layer_types" not in changes:
+            changes["layer_types"] = default_layer_types(changes["num_hidden_layers"])
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------ dialects
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["layer_types"] = list(self.layer_types)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def to_hf(self) -> dict:
+        """The Hugging Face `config.json` of a gpt-oss checkpoint (MXFP4 experts)."""
+        return {
+            "architectures": ["GptOssForCausalLM"],
+            "attention_bias": True,
+            "attention_dropout": 0.0,
+            "eos_token_id": self.eos_token_id,
+            "experts_per_token": self.experts_per_token,
+            "head_dim": self.head_dim,
+            "hidden_act": "silu",
+            "hidden_size": self.hidden_size,
+            "initial_context_length": self.initial_context_length,
+            "initializer_range": 0.02,
+            "intermediate_size": self.intermediate_size,
+            "layer_types": list(self.layer_types),
+            "max_position_embeddings": self.max_position_embeddings,
+            "model_type": "gpt_oss",
+            "num_attention_heads": self.num_attention_heads,
+            "num_experts_per_tok": self.experts_per_token,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_key_value_heads": self.num_key_value_heads,
+            "num_local_experts": self.num_experts,
+            "output_router_logits": False,
+            "pad_token_id": self.pad_token_id,
+            "quantization_config": {
+                "modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router",
+                                           "model.embed_tokens", "lm_head"],
+                "quant_method": "mxfp4",
+            },
+            "rms_norm_eps": self.rms_norm_eps,
+            "rope_scaling": {
+                "beta_fast": float(self.rope_ntk_beta),
+                "beta_slow": float(self.rope_ntk_alpha),
+                "factor": float(self.rope_scaling_factor),
+                "original_max_position_embeddings": self.initial_context_length,
+                "rope_type": "yarn",
+                "truncate": False,
+            },
+            "rope_theta": self.rope_theta,
+            "router_aux_loss_coef": 0.9,
+            "sliding_window": self.sliding_window,
+            "swiglu_limit": self.swiglu_limit,
+            "tie_word_embeddings": False,
+            "torch_dtype": "bfloat16",
+            "transformers_version": "4.55.0",
+            "use_cache": True,
+            "vocab_size": self.vocab_size,
+        }
+
+    def to_original(self) -> dict:
+        """OpenAI's `original/config.json`: exactly the fields its reference `ModelConfig` takes."""
+        return {
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_experts": self.num_experts,
+            "experts_per_token": self.experts_per_token,
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "swiglu_limit": self.swiglu_limit,
+            "head_dim": self.head_dim,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "sliding_window": self.sliding_window,
+            "initial_context_length": self.initial_context_length,
+            "rope_theta": self.rope_theta,
+            "rope_scaling_factor": self.rope_scaling_factor,
+            "rope_ntk_alpha": self.rope_ntk_alpha,
+            "rope_ntk_beta": self.rope_ntk_beta,
+        }
+
+    @classmethod
+    def from_hf(cls, d: dict, source: str = "config.json") -> "ModelConfig":
+        try:
+            rope = d.get("rope_scaling") or d.get("rope_parameters") or {}
+            factor = float(rope.get("factor", 1.0)) if rope.get("rope_type", rope.get("type")) == "yarn" else 1.0
+            n_layers = int(d["num_hidden_layers"])
+            return cls(
+                num_hidden_layers=n_layers,
+                num_experts=int(d["num_local_experts"]),
+                experts_per_token=int(d.get("num_experts_per_tok", d.get("experts_per_token"))),
+                vocab_size=int(d["vocab_size"]),
+                hidden_size=int(d["hidden_size"]),
+                intermediate_size=int(d["intermediate_size"]),
+                swiglu_limit=float(d.get("swiglu_limit", 7.0)),
+                head_dim=int(d.get("head_dim", d["hidden_size"] // d["num_attention_heads"])),
+                num_attention_heads=int(d["num_attention_heads"]),
+                num_key_value_heads=int(d["num_key_value_heads"]),
+                sliding_window=int(d.get("sliding_window") or 0),
+                initial_context_length=int(rope.get("original_max_position_embeddings",
+                                                    d.get("initial_context_length", 4096))),
+                rope_theta=float(d.get("rope_theta", rope.get("rope_theta", 150000.0))),
+                rope_scaling_factor=factor,
+                rope_ntk_alpha=float(rope.get("beta_slow", 1.0)),
+                rope_ntk_beta=float(rope.get("beta_fast", 32.0)),
+                rms_norm_eps=float(d.get("rms_norm_eps", 1e-5)),
+                layer_types=tuple(d.get("layer_types") or default_layer_types(n_layers)),
+                max_position_embeddings=int(d.get("max_position_embeddings", 131072)),
+                eos_token_id=_first_id(d.get("eos_token_id", 200002)),
+                pad_token_id=int(d.get("pad_token_id") if d.get("pad_token_id") is not None else 199999),
+            )
+        except KeyError as e:
+            raise CheckpointError(f"{source}: missing field {e.args[0]!r}") from None
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{source}: malformed field: {e}") from None
+
+    @classmethod
+    def from_original(cls, d: dict, source: str = "original/config.json") -> "ModelConfig":
+        known = set(cls().to_original())
+        try:
+            kwargs = {k: d[k] for k in known}
+        except KeyError as e:
+            raise CheckpointError(f"{source}: missing field {e.args[0]!r}") from None
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{source}: malformed field: {e}") from None
+
+
+def _first_id(value) -> int:
+    return int(value[0] if isinstance(value, (list, tuple)) else value)
+
+
+def default_layer_types(num_layers: int) -> tuple[str, ...]:
+    """Sliding window on even layers, full attention on odd layers (as in OpenAI's reference)."""
+    return tuple(SLIDING if i % 2 == 0 else FULL for i in range(num_layers))
+
+
+PRESETS: dict[str, ModelConfig] = {
+    "20b": ModelConfig(),
+    "120b": ModelConfig(num_hidden_layers=36, num_experts=128),
+    # Tiny but faithful: head_dim 64 (OpenAI's YaRN asserts on it), GQA 4:2, 8 experts top-4,
+    # window 8 so that a 40-token sequence is 5x past the window.
+    "tiny": ModelConfig(num_hidden_layers=4, num_experts=8, experts_per_token=4, vocab_size=1024,
+                        hidden_size=128, intermediate_size=64, head_dim=64, num_attention_heads=4,
+                        num_key_value_heads=2, sliding_window=8, max_position_embeddings=4096,
+                        eos_token_id=1000, pad_token_id=999),
+}
+
+
+def preset(name: str) -> ModelConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise CheckpointError(f"unknown preset {name!r}; known presets: {sorted(PRESETS)}") from None
+
+
+def load_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: file not found") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
