@@ -1,0 +1,191 @@
+"""The ONNX mapping of the two custom ops: one `gptoss`-domain op each, with a model-local function body
+made only of standard ONNX ops, so the portable graph runs unchanged on any ONNX Runtime.
+
+    gptoss.MoE(x [N,H], router_logits [N,E], gate_up_blocks [E,2I,H/32,16] u8, gate_up_scales [E,2I,H/32] u8,
+               gate_up_bias [E,2I], down_blocks [E,H,I/32,16] u8, down_scales [E,H,I/32] u8, down_bias [E,H])
+               attrs: top_k, swiglu_limit                                                  -> y [N,H]
+        Sparse in the body too: only the top-k experts of each token are gathered and decoded.
+
+    gptoss.Attention(q [B,T,heads*hd], k, v [B,T,kv*hd], past_key, past_value [B,kv,P,hd],
+                     cos, sin [B,T,hd/2], sinks [heads])
+                     attrs: num_heads, kv_num_heads, window                  -> out [B,T,heads*hd], present_key,
+                                                                                present_value [B,kv,P+T,hd]
+        Sinks in standard ops: one extra score column holding the sink logit, dropped after the softmax.
+
+Both mirror `ops.py` (the eager reference) line for line.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import FunctionProto, TensorProto, helper, numpy_helper
+
+from .ops import FP4_VALUES, SWIGLU_ALPHA
+from .onnx_builder import FLOAT, GPTOSS_DOMAIN, INT, OPSET, attr_ref
+
+
+class _Body:
+    """Collects the nodes of a function body; names are local to the function."""
+
+    def __init__(self, prefix: str):
+        self.nodes, self.prefix, self.count = [], prefix, 0
+
+    def __call__(self, op_type: str, *inputs: str, outputs: int = 1, **attrs) -> str | list[str]:
+        self.count += 1
+        outs = [f"{self.prefix}{self.count}_{op_type}_{k}" for k in range(outputs)]
+        self.nodes.append(helper.make_node(op_type, list(inputs), outs, **attrs))
+        return outs[0] if outputs == 1 else outs
+
+    def const(self, value, dtype=np.int64) -> str:
+        return self("Constant", value=numpy_helper.from_array(np.asarray(value, dtype=dtype)))
+
+    def const_from_attr(self, attr: str, attr_type: int) -> str:
+        """A scalar Constant whose value is the function attribute `attr`."""
+        self.count += 1
+        name = f"{self.prefix}{self.count}_{attr}"
+        kind = "value_int" if attr_type == INT else "value_float"
+        node = helper.make_node("Constant", [], [name])
+        node.attribute.append(attr_ref(kind, attr_type, attr))
+        self.nodes.append(node)
+        return name
+
+
+def _rename_output(body: _Body, value: str, output: str) -> None:
+    body("Identity", value)
+    body.nodes[-1].output[0] = output
+
+
+# --------------------------------------------------------------------------------------------- MoE
+MOE_INPUTS = ["x", "router_logits", "gate_up_blocks", "gate_up_scales", "gate_up_bias",
+              "down_blocks", "down_scales", "down_bias"]
+
+
+def _decode_selected(b: _Body, blocks: str, scales: str, idx: str) -> str:
+    """Gather the selected experts' MXFP4 rows and decode them: -> float [N, k, rows, cols]."""
+    sel_blocks = b("Gather", blocks, idx, axis=0)                       # [N,k,R,G,16] u8
+    sel_scales = b("Gather", scales, idx, axis=0)                       # [N,k,R,G]    u8
+    low = b("BitwiseAnd", sel_blocks, b.const(15, np.uint8))
+    high = b("BitShift", sel_blocks, b.const(4, np.uint8), direction="RIGHT")
+    last = b.const([-1])
+    codes = b("Concat", b("Unsqueeze", low, last), b("Unsqueeze", high, last), axis=-1)   # [N,k,R,G,16,2]
+    values = b("Gather", b.const(FP4_VALUES, np.float32), b("Cast", codes, to=TensorProto.INT64), axis=0)
+    grouped_shape = b("Concat", b("Shape", sel_scales), b.const([32]), axis=0)
+    values = b("Reshape", values, grouped_shape)                         # [N,k,R,G,32]
+    exponent = b("Sub", b("Cast", sel_scales, to=TensorProto.FLOAT), b.const(127.0, np.float32))
+    scale = b("Pow", b.const(2.0, np.float32), exponent)                 # 2^(e-127), exact
+    values = b("Mul", values, b("Unsqueeze", scale, last))
+    out_shape = b("Concat", b("Shape", sel_scales, end=3), b.const([-1]), axis=0)
+    return b("Reshape", values, out_shape)                               # [N,k,R,G*32]
+
+
+def _expert_matmul(b: _Body, weight: str, x: str, bias: str, idx: str, x_is_per_expert: bool) -> str:
+    """weight [N,k,R,C] @ x ([N,C] or [N,k,C]) + bias[idx] -> [N,k,R]."""
+    axes = b.const([-1]) if x_is_per_expert else b.const([1, 3])
+    col = b("Unsqueeze", x, axes)                                        # [N,k,C,1] or [N,1,C,1]
+    y = b("Squeeze", b("MatMul", weight, col), b.const([-1]))
+    return b("Add", y, b("Gather", bias, idx, axis=0))
+
+
+def moe_function() -> FunctionProto:
+    b = _Body("moe_")
+    k = b("Reshape", b.const_from_attr("top_k", INT), b.const([1]))
+    limit = b.const_from_attr("swiglu_limit", FLOAT)
+    top_values, idx = b("TopK", "router_logits", k, axis=-1, largest=1, sorted=1, outputs=2)   # [N,k]
+    weights = b("Softmax", top_values, axis=-1)
+
+    w1 = _decode_selected(b, "gate_up_blocks", "gate_up_scales", idx)             # [N,k,2I,H]
+    h = _expert_matmul(b, w1, "x", "gate_up_bias", idx, x_is_per_expert=False)    # [N,k,2I]
+    step, last, big = b.const([2]), b.const([-1]), b.const([1 << 62])
+    glu = b("Slice", h, b.const([0]), big, last, step)
+    lin = b("Slice", h, b.const([1]), big, last, step)
+    glu = b("Min", glu, limit)
+    lin = b("Clip", lin, b("Neg", limit), limit)
+    gate = b("Mul", glu, b("Sigmoid", b("Mul", glu, b.const(SWIGLU_ALPHA, np.float32))))
+    act = b("Mul", gate, b("Add", lin, b.const(1.0, np.float32)))                 # [N,k,I]
+
+    w2 = _decode_selected(b, "down_blocks", "down_scales", idx)                    # [N,k,H,I]
+    y = _expert_matmul(b, w2, act, "down_bias", idx, x_is_per_expert=True)         # [N,k,H]
+    y = b("Mul", y, b("Unsqueeze", weights, last))
+    _rename_output(b, b("ReduceSum", y, b.const([1]), keepdims=0), "y")
+    return helper.make_function(GPTOSS_DOMAIN, "MoE", MOE_INPUTS, ["y"], b.nodes,
+                                [helper.make_opsetid("", OPSET)], attributes=["top_k", "swiglu_limit"])
+
+
+# --------------------------------------------------------------------------------------- Attention
+ATTENTION_INPUTS = ["q", "k", "v", "past_key", "past_value", "cos", "sin", "sinks"]
+ATTENTION_OUTPUTS = ["out", "present_key", "present_value"]
+
+
+def _rotary(b: _Body, x: str, cos: str, sin: str) -> str:
+    """Half-split RoPE on x [B,T,heads,hd] with cos/sin [B,T,hd/2]."""
+    x1, x2 = b("Split", x, axis=-1, num_outputs=2, outputs=2)
+    axis2 = b.const([2])
+    c, s = b("Unsqueeze", cos, axis2), b("Unsqueeze", sin, axis2)
+    o1 = b("Sub", b("Mul", x1, c), b("Mul", x2, s))
+    o2 = b("Add", b("Mul", x2, c), b("Mul", x1, s))
+    return b("Concat", o1, o2, axis=-1)
+
+
+def _heads(b: _Body, x: str, heads: str) -> str:
+    """[B,T,heads*hd] -> [B,T,heads,hd]."""
+    return b("Reshape", x, b("Concat", b.const([0, 0]), heads, b.const([-1]), axis=0))
+
+
+def _band_mask(b: _Body, past_len: str, total: str, window: str) -> str:
+    """Additive mask [T,S]: query t (cache index past+t) sees key j iff j <= past+t and (window==0 or past+t-j < window)."""
+    one = b.const(1)
+    q_pos = b("Unsqueeze", b("Range", past_len, total, one), b.const([1]))      # [T,1]
+    k_pos = b("Unsqueeze", b("Range", b.const(0), total, one), b.const([0]))    # [1,S]
+    dist = b("Sub", q_pos, k_pos)                                               # [T,S]
+    causal = b("GreaterOrEqual", dist, b.const(0))
+    window64 = b("Cast", window, to=TensorProto.INT64)
+    in_window = b("Or", b("Equal", window64, b.const(0)), b("Less", dist, window64))
+    visible = b("And", causal, in_window)
+    return b("Where", visible, b.const(0.0, np.float32), b.const(-np.inf, np.float32))
+
+
+def attention_function() -> FunctionProto:
+    b = _Body("attn_")
+    heads = b("Reshape", b.const_from_attr("num_heads", INT), b.const([1]))
+    kv_heads = b("Reshape", b.const_from_attr("kv_num_heads", INT), b.const([1]))
+    window = b.const_from_attr("window", INT)
+    to_bnsh = [0, 2, 1, 3]
+
+    q = _rotary(b, _heads(b, "q", heads), "cos", "sin")                         # [B,T,H,hd]
+    k = _rotary(b, _heads(b, "k", kv_heads), "cos", "sin")                      # [B,T,KV,hd]
+    v = _heads(b, "v", kv_heads)
+    present_k = b("Concat", "past_key", b("Transpose", k, perm=to_bnsh), axis=2)    # [B,KV,S,hd]
+    present_v = b("Concat", "past_value", b("Transpose", v, perm=to_bnsh), axis=2)
+    _rename_output(b, present_k, "present_key")
+    _rename_output(b, present_v, "present_value")
+
+    # Repeat each kv head for its group of query heads: [B,KV,S,hd] -> [B,H,S,hd].
+    group = b("Div", heads, kv_heads)
+    kv_shape = b("Shape", present_k)
+    expanded_shape = b("Concat", b("Slice", kv_shape, b.const([0]), b.const([2])), group,
+                       b("Slice", kv_shape, b.const([2]), b.const([4])), axis=0)        # [B,KV,g,S,hd]
+    merged_shape = b("Concat", b("Slice", kv_shape, b.const([0]), b.const([1])), heads, b.const([-1]),
+                     b("Slice", kv_shape, b.const([3]), b.const([4])), axis=0)          # [B,H,S,hd]
+    axis2 = b.const([2])
+
+    def repeat(x: str) -> str:
+        return b("Reshape", b("Expand", b("Unsqueeze", x, axis2), expanded_shape), merged_shape)
+
+    keys, values = repeat("present_key"), repeat("present_value")
+    qh = b("Transpose", q, perm=to_bnsh)                                                 # [B,H,T,hd]
+    head_dim = b("Cast", b("Shape", qh, start=3), to=TensorProto.FLOAT)
+    scores = b("Div", b("MatMul", qh, b("Transpose", keys, perm=[0, 1, 3, 2])), b("Sqrt", head_dim))
+
+    past_len = b("Squeeze", b("Shape", "past_key", start=2, end=3), b.const([0]))
+    total = b("Squeeze", b("Shape", present_k, start=2, end=3), b.const([0]))
+    scores = b("Add", scores, _band_mask(b, past_len, total, window))                    # [B,H,T,S]
+
+    sink_shape = b("Concat", b("Shape", scores, end=3), b.const([1]), axis=0)
+    sink = b("Expand", b("Reshape", "sinks", b.const([1, -1, 1, 1])), sink_shape)       # [B,H,T,1]
+    probs = b("Softmax", b("Concat", scores, sink, axis=-1), axis=-1)
+    probs = b("Slice", probs, b.const([0]), b("Reshape", total, b.const([1])), b.const([-1]))   # drop the sink
+    out = b("Transpose", b("MatMul", probs, values), perm=to_bnsh)                       # [B,T,H,hd]
+    _rename_output(b, b("Reshape", out, b.const([0, 0, -1])), "out")
+    return helper.make_function(GPTOSS_DOMAIN, "Attention", ATTENTION_INPUTS, ATTENTION_OUTPUTS, b.nodes,
+                                [helper.make_opsetid("", OPSET)],
+                                attributes=["num_heads", "kv_num_heads", "window"])
