@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import codecs
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -97,10 +98,12 @@ class IncrementalDecoder:
     `flush()` returns whatever is left (invalid bytes become U+FFFD).
     """
 
-    def __init__(self, encoding: tiktoken.Encoding, skip_special: bool = True):
+    def __init__(self, encoding: tiktoken.Encoding, skip_special: bool = True, special_ids: frozenset[int] | None = None):
         self._encoding = encoding
         self._skip_special = skip_special
-        self._special_ids = frozenset(encoding._special_tokens.values())  # noqa: SLF001 - no public accessor
+        if special_ids is None:
+            special_ids = frozenset(encoding._special_tokens.values())  # noqa: SLF001 - no public accessor
+        self._special_ids = special_ids
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def add(self, token_id: int) -> str:
@@ -138,6 +141,9 @@ class Tokenizer:
     """
 
     encoding: tiktoken.Encoding
+
+    def __post_init__(self):
+        self.special_ids: frozenset[int] = frozenset(self.encoding._special_tokens.values())  # noqa: SLF001
 
     @classmethod
     def from_dir(cls, tokenizer_dir: Path) -> "Tokenizer":
@@ -177,12 +183,13 @@ class Tokenizer:
     def is_special(self, token_id: int) -> bool:
         return token_id in self.special_ids
 
-    @property
-    def special_ids(self) -> frozenset[int]:
-        return frozenset(self.encoding._special_tokens.values())  # noqa: SLF001
-
     def incremental_decoder(self, skip_special: bool = True) -> IncrementalDecoder:
-        return IncrementalDecoder(self.encoding, skip_special=skip_special)
+        return IncrementalDecoder(self.encoding, skip_special=skip_special, special_ids=self.special_ids)
+
+
+@functools.lru_cache(maxsize=1)
+def _registry_tokenizer() -> Tokenizer:
+    return Tokenizer.from_tiktoken()
 
 
 def as_tokenizer(obj: "Tokenizer | tiktoken.Encoding | Path | str | None") -> Tokenizer:
@@ -194,5 +201,5 @@ def as_tokenizer(obj: "Tokenizer | tiktoken.Encoding | Path | str | None") -> To
     if isinstance(obj, (str, Path)):
         return Tokenizer.from_dir(Path(obj))
     if obj is None:
-        return Tokenizer.from_tiktoken()
+        return _registry_tokenizer()
     raise TypeError(f"expected a Tokenizer, tiktoken.Encoding or tokenizer folder, got {type(obj).__name__}")
