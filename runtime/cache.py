@@ -1,0 +1,216 @@
+"""The KV cache of one conversation, owned by the runtime and shaped by the manifest.
+
+Per layer `i` the graph takes `past [1, kv, P_i, hd]` and returns `present [1, kv, P_i + T, hd]` (past, then
+the T new tokens). The runtime keeps the last `keep[i]` positions of `present` (all on full layers) and feeds
+them back. Here each layer owns two flat host buffers, used alternately:
+
+    step n:   past  = view of buffer A (first P_i positions)  ──graph──>  present written into buffer B
+    step n+1: past  = view of buffer B                          ──graph──>  present written into buffer A
+
+so no step allocates: ORT writes `present` straight into the other buffer (I/O binding) and a full layer's
+new `past` is that buffer as it is. A sliding layer copies its last `keep` positions back (at most
+window - 1 positions: small). Buffers are preallocated for the requested context and grow (x2) on demand.
+
+Prefix reuse (`reuse`): the cache remembers the token ids it holds. For a new prompt it keeps the longest
+common prefix L and the caller feeds only the rest. Full layers roll back by truncation. A sliding layer
+that has dropped old positions cannot go back to an arbitrary L: going back to `s` needs positions
+`[s - keep, s)`, which it holds only when it never dropped anything or `s` is where it already is. So the
+cache also keeps a few *checkpoints*: copies of the sliding layers (small) at chosen lengths, typically the
+end of each prompt, which is exactly where a chat's next turn diverges (the assistant's reply is re-rendered
+without its analysis). Rolling back goes to the largest safe point <= L: L itself when every sliding layer
+still holds what L needs, else the latest checkpoint <= L (0, the empty cache, always qualifies).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .manifest import KVSpec
+
+GROWTH = 2
+
+
+@dataclass
+class _Layer:
+    keep: int | None                    # None: a full layer keeps every position
+    key: list[np.ndarray]               # two flat buffers each
+    value: list[np.ndarray]
+    capacity: int                       # positions each buffer holds
+    cur: int = 0                        # which buffer holds `past`
+    held: int = 0                       # P_i: positions held
+
+
+@dataclass
+class _Checkpoint:
+    length: int
+    sliding: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)   # layer -> (k, v) copies
+
+
+class KVCache:
+    """Per-conversation KV cache; see the module docstring. Not thread-safe: one conversation, one thread."""
+
+    def __init__(self, spec: KVSpec, capacity: int = 256, max_checkpoints: int = 4):
+        self.spec = spec
+        self._kv, self._hd = spec.num_kv_heads, spec.head_dim
+        self.tokens: list[int] = []     # the token ids whose keys/values are cached, in order
+        self.last_logits: np.ndarray | None = None   # logits after the last cached token, when known
+        self.last_reuse = 0             # prompt tokens the last `reuse` kept
+        self.max_checkpoints = max_checkpoints
+        self._checkpoints: list[_Checkpoint] = []
+        self._layers = []
+        for keep in spec.keep:
+            cap = capacity if keep is None else keep + 1
+            self._layers.append(_Layer(keep, [self._alloc(cap), self._alloc(cap)],
+                                       [self._alloc(cap), self._alloc(cap)], cap))
+
+    # ---------------------------------------------------------------- facts
+    @property
+    def length(self) -> int:
+        """N: tokens the cache represents (sliding layers hold fewer positions)."""
+        return len(self.tokens)
+
+    def held(self, layer: int) -> int:
+        return self._layers[layer].held
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes allocated for this cache (both buffers of every layer, plus checkpoints)."""
+        total = sum(b.nbytes for layer in self._layers for b in (*layer.key, *layer.value))
+        return total + sum(k.nbytes + v.nbytes for c in self._checkpoints for k, v in c.sliding.values())
+
+    # ------------------------------------------------------------ one step
+    def past(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
+        """Contiguous views `[1, kv, P_i, hd]` of layer `layer`'s cached keys and values."""
+        lay = self._layers[layer]
+        return self._view(lay.key[lay.cur], lay.held), self._view(lay.value[lay.cur], lay.held)
+
+    def present(self, layer: int, new: int) -> tuple[np.ndarray, np.ndarray]:
+        """Views `[1, kv, P_i + new, hd]` for the graph to write `present` into (the other buffers)."""
+        lay = self._layers[layer]
+        self._reserve(lay, lay.held + new)
+        other = 1 - lay.cur
+        n = lay.held + new
+        return self._view(lay.key[other], n), self._view(lay.value[other], n)
+
+    def commit(self, token_ids) -> None:
+        """Adopt the `present` tensors the graph wrote for `token_ids` (call once after each run)."""
+        new = len(token_ids)
+        for lay in self._layers:
+            n = lay.held + new
+            other = 1 - lay.cur
+            if lay.keep is None or n <= lay.keep:
+                lay.cur, lay.held = other, n
+            else:  # keep the last `keep` positions: copy them back into the now free buffer
+                for bufs in (lay.key, lay.value):
+                    src = self._view(bufs[other], n)[:, :, n - lay.keep:]
+                    self._view(bufs[lay.cur], lay.keep)[...] = src
+                lay.held = lay.keep
+        self.tokens.extend(int(t) for t in token_ids)
+        self.last_logits = None
+
+    # ---------------------------------------------------------- prefix reuse
+    def checkpoint(self) -> None:
+        """Remember the sliding layers as they are now, so `reuse` can come back to this length."""
+        n = self.length
+        if any(c.length == n for c in self._checkpoints) or not self._needs_checkpoints():
+            return
+        cp = _Checkpoint(n)
+        for i, lay in enumerate(self._layers):
+            if lay.keep is not None:
+                k, v = self.past(i)
+                cp.sliding[i] = (k.copy(), v.copy())
+        self._checkpoints.append(cp)
+        del self._checkpoints[:-self.max_checkpoints]
+
+    def reuse(self, token_ids) -> int:
+        """Roll back to the longest reusable prefix of `token_ids`; return its length s.
+
+        Afterwards the cache holds `token_ids[:s]`; the caller feeds `token_ids[s:]`. When the whole of
+        `token_ids` is cached and its last logits are known, s == len(token_ids).
+        """
+        ids = [int(t) for t in token_ids]
+        common = 0
+        for a, b in zip(self.tokens, ids):
+            if a != b:
+                break
+            common += 1
+        if common == self.length == len(ids) and self.last_logits is not None:
+            self.last_reuse = common
+            return common
+        if common == len(ids):
+            common -= 1                 # re-run the last token: its logits are needed
+        self.last_reuse = self.rollback(common)
+        return self.last_reuse
+
+    def rollback(self, target: int) -> int:
+        """Go back to the largest safe length <= target (see the module docstring); return it."""
+        target = max(0, min(target, self.length))
+        if target == self.length:
+            return target
+        if self._can_truncate(target):
+            self._truncate(target, None)
+        else:
+            cp = max((c for c in self._checkpoints if c.length <= target), key=lambda c: c.length, default=None)
+            self._truncate(cp.length if cp else 0, cp)
+        self._checkpoints = [c for c in self._checkpoints if c.length <= self.length]
+        return self.length
+
+    def clear(self) -> None:
+        self._truncate(0, None)
+        self._checkpoints.clear()
+
+    # -------------------------------------------------------------- helpers
+    def _needs_checkpoints(self) -> bool:
+        return any(lay.keep is not None for lay in self._layers)
+
+    def _can_truncate(self, s: int) -> bool:
+        """Every sliding layer holds positions [s - min(s, keep), s) now."""
+        n = self.length
+        for lay in self._layers:
+            if lay.keep is not None and n - lay.held > s - min(s, lay.keep):
+                return False
+        return True
+
+    def _truncate(self, s: int, cp: _Checkpoint | None) -> None:
+        n = self.length
+        for i, lay in enumerate(self._layers):
+            if cp is not None and i in cp.sliding:
+                k, v = cp.sliding[i]
+                held = k.shape[2]
+                self._reserve(lay, held)
+                self._view(lay.key[lay.cur], held)[...] = k
+                self._view(lay.value[lay.cur], held)[...] = v
+                lay.held = held
+                continue
+            start = n - lay.held                       # absolute position of the first held one
+            held = s if lay.keep is None else min(s, lay.keep)
+            self._compact(lay, s - held - start, held)
+        del self.tokens[s:]
+        self.last_logits = None
+
+    def _compact(self, lay: _Layer, lo: int, count: int) -> None:
+        """Keep held positions [lo, lo + count), moved into the other buffer (which becomes current)."""
+        other = 1 - lay.cur
+        for bufs in (lay.key, lay.value):
+            src = self._view(bufs[lay.cur], lay.held)[:, :, lo:lo + count]
+            self._view(bufs[other], count)[...] = src
+        lay.cur, lay.held = other, count
+
+    def _reserve(self, lay: _Layer, positions: int) -> None:
+        if positions <= lay.capacity:
+            return
+        cap = positions if lay.keep is not None else max(positions, GROWTH * lay.capacity)
+        for bufs in (lay.key, lay.value):
+            old = self._view(bufs[lay.cur], lay.held)
+            fresh = [self._alloc(cap), self._alloc(cap)]
+            self._view(fresh[lay.cur], lay.held)[...] = old
+            bufs[:] = fresh
+        lay.capacity = cap
+
+    def _alloc(self, positions: int) -> np.ndarray:
+        return np.empty(self._kv * positions * self._hd, dtype=self.spec.dtype)
+
+    def _view(self, buf: np.ndarray, positions: int) -> np.ndarray:
+        return buf[: self._kv * positions * self._hd].reshape(1, self._kv, positions, self._hd)

@@ -1,0 +1,191 @@
+"""`gptoss`: run, chat with and benchmark a bundle. Each command is a thin layer over `Model`.
+
+Errors the runtime raises on purpose (bad bundle, missing provider, context overflow, bad arguments)
+print as one `Error: ...` line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import click
+
+from .errors import RuntimeErrorBase
+from .harmony import REASONING_EFFORTS
+from .tokenizer import TokenizerError
+
+
+class _UserError(click.ClickException):
+    exit_code = 2
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (RuntimeErrorBase, TokenizerError, ValueError) as e:
+            raise _UserError(str(e)) from None
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name=None, message="gptoss %(version)s", version=__import__("gptoss").__version__)
+def main() -> None:
+    """Run gpt-oss bundles (exported by gptoss-export) with ONNX Runtime."""
+
+
+def _load_options(f):
+    f = click.option("--allow-fallback", is_flag=True, help="Accept running on CPU if the provider is missing.")(f)
+    f = click.option("--max-context", type=click.IntRange(min=2), default=None,
+                     help="Context length in tokens (default: the model's, capped at 16384).")(f)
+    f = click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads.")(f)
+    f = click.option("--provider", default=None, help="ONNX Runtime execution provider (default: the bundle's).")(f)
+    f = click.argument("bundle", type=click.Path(path_type=Path, exists=True, file_okay=False))(f)
+    return f
+
+
+def _sampling_options(f):
+    f = click.option("--seed", type=int, default=None, help="Seed: the same seed gives the same output.")(f)
+    f = click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True,
+                     help="0 decodes greedily.")(f)
+    f = click.option("--max-new-tokens", type=click.IntRange(min=1), default=2048, show_default=True)(f)
+    f = click.option("--reasoning-effort", type=click.Choice(REASONING_EFFORTS), default="low", show_default=True)(f)
+    f = click.option("--show-reasoning", is_flag=True, help="Also print the analysis channel (to stderr).")(f)
+    return f
+
+
+def _load(bundle, provider, threads, max_context, allow_fallback):
+    from .model import Model
+
+    return Model.load(bundle, provider=provider, threads=threads, max_context=max_context,
+                      allow_fallback=allow_fallback)
+
+
+@contextlib.contextmanager
+def _ctrl_c_cancels():
+    """While generating, Ctrl-C stops the generation (cleanly, between steps) instead of the program."""
+    cancel = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: cancel.set())
+    try:
+        yield cancel
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _stream_reply(stream, show_reasoning: bool) -> None:
+    channel = None
+    for event in stream:
+        is_final = event.channel in ("final", None)
+        if not is_final and not show_reasoning:
+            continue
+        out = sys.stdout if is_final else sys.stderr
+        if event.channel != channel and not is_final:
+            click.secho(f"[{event.channel}] ", nl=False, dim=True, err=True)
+        if channel is not None and event.channel != channel and is_final and show_reasoning:
+            click.echo("", err=True)
+        channel = event.channel
+        click.secho(event.text, nl=False, dim=not is_final, err=out is sys.stderr)
+    click.echo()
+    result = stream.result
+    for call in result.tool_calls:
+        click.secho(f"[tool call] {call.name}({call.arguments})", err=True, dim=True)
+    if result.finish_reason in ("length", "cancelled"):
+        click.secho(f"[{result.finish_reason}]", err=True, dim=True)
+
+
+@main.command()
+@_load_options
+@click.argument("prompt")
+@_sampling_options
+def run(bundle, provider, threads, max_context, allow_fallback, prompt, show_reasoning, reasoning_effort,
+        max_new_tokens, temperature, seed):
+    """Answer PROMPT (as a user message) and stream the final answer."""
+    model = _load(bundle, provider, threads, max_context, allow_fallback)
+    convo = model.conversation(reasoning_effort=reasoning_effort)
+    with _ctrl_c_cancels() as cancel:
+        stream = convo.send(prompt, stream=True, max_new_tokens=max_new_tokens, temperature=temperature,
+                            seed=seed, cancel=cancel)
+        _stream_reply(stream, show_reasoning)
+
+
+CHAT_HELP = "/effort low|medium|high   /reset   /exit   (Ctrl-C stops a reply; Ctrl-D quits)"
+
+
+@main.command()
+@_load_options
+@_sampling_options
+@click.option("--system", "instructions", default=None, help="Developer instructions for the conversation.")
+def chat(bundle, provider, threads, max_context, allow_fallback, show_reasoning, reasoning_effort,
+         max_new_tokens, temperature, seed, instructions):
+    """Chat interactively; the conversation keeps its history (and its cache) between turns."""
+    model = _load(bundle, provider, threads, max_context, allow_fallback)
+    convo = model.conversation(reasoning_effort=reasoning_effort, instructions=instructions)
+    click.secho(f"{bundle} on {model.provider}. {CHAT_HELP}", dim=True, err=True)
+    turn = 0
+    while True:
+        try:
+            line = input(">>> ")
+        except (EOFError, KeyboardInterrupt):
+            click.echo()
+            return
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("/"):
+            command, _, arg = line.partition(" ")
+            if command in ("/exit", "/quit"):
+                return
+            if command == "/reset":
+                convo.reset()
+                click.secho("(conversation cleared)", dim=True, err=True)
+            elif command == "/effort" and arg.strip() in REASONING_EFFORTS:
+                convo.reasoning_effort = arg.strip()
+                click.secho(f"(reasoning effort: {convo.reasoning_effort})", dim=True, err=True)
+            else:
+                click.secho(CHAT_HELP, dim=True, err=True)
+            continue
+        with _ctrl_c_cancels() as cancel:
+            try:
+                stream = convo.send(line, stream=True, max_new_tokens=max_new_tokens, temperature=temperature,
+                                    seed=None if seed is None else seed + turn, cancel=cancel)
+                _stream_reply(stream, show_reasoning)
+            except RuntimeErrorBase as e:     # e.g. the context is full: say so, keep the session
+                click.secho(f"Error: {e}", err=True, fg="red")
+        turn += 1
+
+
+@main.command()
+@_load_options
+@click.option("--prompt-tokens", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option("--new-tokens", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True, help="Runs; the best is kept.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+def bench(bundle, provider, threads, max_context, allow_fallback, prompt_tokens, new_tokens, repeat, as_json):
+    """Measure load time, prefill and decode speed, time to first token and peak memory."""
+    from .bench import run_bench
+
+    result = run_bench(bundle, provider=provider, threads=threads, max_context=max_context,
+                       allow_fallback=allow_fallback, prompt_tokens=prompt_tokens, new_tokens=new_tokens,
+                       repeat=repeat)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    rows = [("bundle", str(bundle)), ("provider", result["provider"]), ("threads", str(result["threads"] or "default")),
+            ("load", f"{result['load_s']:.2f} s"),
+            ("prompt / new tokens", f"{result['prompt_tokens']} / {result['new_tokens']}"),
+            ("prefill", f"{result['prefill_tok_s']:.1f} tok/s"),
+            ("time to first token", f"{result['ttft_s'] * 1000:.1f} ms"),
+            ("decode", f"{result['decode_tok_s']:.1f} tok/s"),
+            ("peak RSS", f"{result['peak_rss_mb']:.0f} MiB")]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        click.echo(f"{key:<{width}}  {value}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,109 @@
+"""Turn one row of logits into one token id: penalty, temperature, then top-k / top-p / min-p filters.
+
+Order, per step:
+  1. repetition penalty (CTRL / Hugging Face semantics) on the ids in `penalized`: a positive logit is
+     divided by the penalty, a negative one multiplied, so a penalty > 1 always makes them less likely;
+  2. temperature == 0: greedy (argmax of the penalized logits; every other setting is ignored);
+  3. probabilities at the given temperature;
+  4. top_k (0 = off): keep the k most probable;
+  5. top_p (1 = off): keep the smallest most-probable set whose mass reaches top_p (at least one token);
+  6. min_p (0 = off): keep tokens whose probability is >= min_p x the largest;
+  7. draw from what is left, renormalised, with the caller's numpy Generator (so a seed fixes the result).
+Ties break towards the lower token id, everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# The nucleus is searched among this many best tokens first; a full sort happens only when they fall short.
+_NUCLEUS_PROBE = 1024
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (self.temperature >= 0 and np.isfinite(self.temperature)):
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0 <= self.min_p <= 1:
+            raise ValueError(f"min_p must be in [0, 1], got {self.min_p}")
+        if not self.repetition_penalty > 0:
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+def apply_repetition_penalty(logits: np.ndarray, penalized, penalty: float) -> np.ndarray:
+    """A copy of `logits` [vocab] with the ids in `penalized` penalised (see the module docstring)."""
+    out = np.array(logits, dtype=np.float32, copy=True)
+    if penalty == 1.0 or penalized is None or len(penalized) == 0:
+        return out
+    ids = np.unique(np.asarray(penalized, dtype=np.int64))
+    vals = out[ids]
+    out[ids] = np.where(vals > 0, vals / penalty, vals * penalty)
+    return out
+
+
+def candidates(logits: np.ndarray, params: SamplingParams) -> tuple[np.ndarray, np.ndarray]:
+    """The tokens steps 3-6 leave and their renormalised probabilities, most probable first."""
+    z = logits.astype(np.float64) / params.temperature
+    z -= z.max()
+    probs = np.exp(z)
+    probs /= probs.sum()
+    vocab = probs.shape[0]
+
+    k = params.top_k if 0 < params.top_k < vocab else vocab
+    if params.top_p < 1.0 and k > _NUCLEUS_PROBE:
+        ids = _top(probs, _NUCLEUS_PROBE)
+        if probs[ids].sum() < params.top_p:        # the nucleus is larger than the probe: sort everything
+            ids = _top(probs, k)
+        else:
+            k = min(k, _NUCLEUS_PROBE)              # the nucleus lies within the probe
+    else:
+        ids = _top(probs, k)
+    ids = ids[:k]
+    p = probs[ids]
+    if params.top_p < 1.0:
+        cut = int(np.searchsorted(np.cumsum(p), params.top_p * (1 - 1e-12))) + 1
+        ids, p = ids[:cut], p[:cut]
+    if params.min_p > 0.0:
+        keep = p >= params.min_p * p[0]
+        ids, p = ids[keep], p[keep]
+    return ids, p / p.sum()
+
+
+def sample(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator, penalized=None) -> int:
+    """One token id from `logits` [vocab] (see the module docstring for the order of operations)."""
+    z = apply_repetition_penalty(logits, penalized, params.repetition_penalty)
+    if params.greedy:
+        return int(np.argmax(z))
+    ids, p = candidates(z, params)
+    r = rng.random()
+    i = int(np.searchsorted(np.cumsum(p), r, side="right"))
+    return int(ids[min(i, len(ids) - 1)])
+
+
+def _top(probs: np.ndarray, k: int) -> np.ndarray:
+    """Ids of the k largest probabilities, largest first, ties to the lower id."""
+    if k >= probs.shape[0]:
+        return np.lexsort((np.arange(probs.shape[0]), -probs))
+    part = np.argpartition(-probs, k - 1)[:k]
+    # argpartition may pick either of two tokens tied at the boundary; include all ties, then cut.
+    boundary = probs[part].min()
+    part = np.union1d(part, np.flatnonzero(probs == boundary)) if np.count_nonzero(probs == boundary) > 1 else part
+    order = np.lexsort((part, -probs[part]))
+    return part[order][:k]

@@ -1,0 +1,104 @@
+"""Create the onnxruntime session a bundle asks for, and check that the provider really took the graph.
+
+Session options come from the manifest's `target.session_options` (ORT enum names as strings, dotted keys
+as session config entries); the caller may override the provider and the thread count. External weights
+stay memory-mapped: nothing here loads `model.weights` into Python or asks ORT to copy it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import onnxruntime as ort
+
+from .errors import BundleError, ProviderError
+from .manifest import Manifest
+
+CPU = "CPUExecutionProvider"
+
+# Manifest value names -> the ORT enum they select.
+_ENUMS: dict[str, type] = {
+    "graph_optimization_level": ort.GraphOptimizationLevel,
+    "execution_mode": ort.ExecutionMode,
+}
+# Plain SessionOptions attributes a manifest may set.
+_ATTRIBUTES = ("enable_cpu_mem_arena", "enable_mem_pattern", "enable_mem_reuse", "inter_op_num_threads",
+               "intra_op_num_threads", "log_severity_level", "use_deterministic_compute")
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    requested_provider: str
+    providers: tuple[str, ...]          # what the session reports, in priority order
+    fell_back: bool                     # the requested provider is not among them (allow_fallback=True)
+
+
+def session_options(manifest: Manifest, threads: int | None) -> ort.SessionOptions:
+    """The manifest's session options, plus `threads` (intra-op) when given."""
+    so = ort.SessionOptions()
+    for key, value in manifest.target.session_options.items():
+        where = f"{manifest.path}: 'target.session_options.{key}'"
+        if key in _ENUMS:
+            enum = _ENUMS[key]
+            try:
+                setattr(so, key, getattr(enum, str(value)) if isinstance(value, str) else enum(value))
+            except (AttributeError, ValueError, TypeError):
+                known = [n for n in dir(enum) if n.startswith("ORT_")]
+                raise BundleError(f"{where} is {value!r}; known: {known}") from None
+        elif key == "config_entries" and isinstance(value, dict):
+            for k, v in value.items():
+                so.add_session_config_entry(str(k), str(v))
+        elif "." in key:                # e.g. "session.disable_cpu_ep_fallback": "1"
+            so.add_session_config_entry(key, str(value))
+        elif key in _ATTRIBUTES:
+            try:
+                setattr(so, key, value)
+            except TypeError:
+                raise BundleError(f"{where} has the wrong type ({type(value).__name__})") from None
+        else:
+            known = sorted([*_ENUMS, *_ATTRIBUTES, "config_entries", "<dotted config entry>"])
+            raise BundleError(f"{where} is not a session option this runtime knows; known: {known}")
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        so.intra_op_num_threads = threads
+    return so
+
+
+def create_session(manifest: Manifest, provider: str | None = None, threads: int | None = None,
+                   allow_fallback: bool = False, provider_options: dict[str, Any] | None = None,
+                   ) -> tuple[ort.InferenceSession, SessionInfo]:
+    """An InferenceSession on the manifest's (or the given) provider, verified to have taken the graph."""
+    requested = provider or manifest.target.execution_provider
+    options = dict(provider_options if provider_options is not None
+                   else manifest.target.provider_options if provider is None
+                   or provider == manifest.target.execution_provider else {})
+    available = ort.get_available_providers()
+    if requested not in available:
+        if not allow_fallback:
+            raise ProviderError(
+                f"execution provider {requested!r} (target {manifest.target.name!r}) is not available in this "
+                f"onnxruntime build; available: {available}. Install the matching onnxruntime package "
+                f"(e.g. gptoss-runtime[gpu]) or pass allow_fallback=True to run on CPU")
+        requested_list: list = [CPU]
+    elif requested == CPU:
+        requested_list = [(CPU, options)] if options else [CPU]
+    else:
+        # ORT needs the CPU provider beside an accelerator for the few nodes it cannot place.
+        requested_list = [(requested, options), CPU]
+
+    so = session_options(manifest, threads)
+    model_path = os.fspath(manifest.bundle_dir / manifest.graph.file)
+    try:
+        session = ort.InferenceSession(model_path, sess_options=so, providers=requested_list)
+    except Exception as e:  # ORT raises its own Fail/InvalidGraph/RuntimeException types
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise BundleError(f"{model_path}: onnxruntime could not load it on {requested}: {message}") from e
+    providers = tuple(session.get_providers())
+    fell_back = requested not in providers
+    if fell_back and not allow_fallback:
+        raise ProviderError(f"{requested} did not take {model_path} (the session runs on {list(providers)}); "
+                            f"pass allow_fallback=True to accept CPU")
+    return session, SessionInfo(requested, providers, fell_back)
