@@ -1,10 +1,10 @@
 """checkpoint -> bundle: the exporter's pipeline, one named stage after another.
 
     validate   Checkpoint.open reads every header, checks names/shapes/dtypes against config.json
+    tokenizer  o200k_harmony files, offline (fails early when there is no vocabulary)
     graph      the portable graph (graph.py), weights still lazy
     lower      the target's passes, in order (targets/registry.py), then boundary checks
     write      model.onnx + model.weights, streaming one tensor at a time (writer.py)
-    tokenizer  o200k_harmony files, offline
     manifest   manifest.json with sizes and sha256 of every file (docs/bundle-format.md)
 
 Everything is written into a temporary sibling folder and renamed into place at the end: an
@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import __version__
 from .checkpoint import Checkpoint
-from .errors import ExportError, GptOssError
+from .errors import ExportError
 from .graph import build_portable_graph
 from .onnx_builder import Graph
 from .writer import write_onnx
@@ -109,14 +109,14 @@ def export_bundle(checkpoint_dir: str | Path, out_dir: str | Path, target: str =
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        _log(progress, f"[2/6 graph] {cfg.num_hidden_layers} layers, {cfg.num_experts} experts")
-        graph = build_portable_graph(cfg, mxfp4_reader(ckpt), logits=logits)
-        _log(progress, f"[3/6 lower] target {tgt.name}: {', '.join(tgt.passes) or 'no passes'}")
-        graph = lower(graph, tgt, schemes, cfg)
-        _log(progress, "[4/6 write] weights, streamed")
-        parts = _write_weights(graph, tmp, progress)
-        _log(progress, "[5/6 tokenizer]")
+        _log(progress, "[2/6 tokenizer] o200k_harmony, offline")
         tokenizer = _write_tokenizer(tmp, ckpt)
+        _log(progress, f"[3/6 graph] {cfg.num_hidden_layers} layers, {cfg.num_experts} experts")
+        graph = build_portable_graph(cfg, mxfp4_reader(ckpt), logits=logits)
+        _log(progress, f"[4/6 lower] target {tgt.name}: {', '.join(tgt.passes) or 'no passes'}")
+        graph = lower(graph, tgt, schemes, cfg)
+        _log(progress, "[5/6 write] weights, streamed")
+        parts = _write_weights(graph, tmp, progress)
         _log(progress, "[6/6 manifest] checksums")
         manifest = _manifest(cfg, tgt, schemes, parts, tokenizer, logits, tmp, checkpoint=ckpt)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -143,17 +143,16 @@ def _write_weights(graph: Graph, folder: Path, progress: bool) -> dict[str, int]
 
 
 def _write_tokenizer(folder: Path, ckpt: Checkpoint) -> dict | None:
-    from .tokenizer_files import write_bundle_tokenizer
+    """The bundle's own tokenizer: from the checkpoint's tokenizer.json, else tiktoken's offline cache.
 
-    source = ckpt.tokenizer_path if ckpt.has_tokenizer else None
-    try:
-        return write_bundle_tokenizer(folder / "tokenizer", source=source)
-    except GptOssError:
-        raise
-    except (OSError, ValueError) as e:
-        if source is not None:
-            raise ExportError(f"{source}: cannot read the tokenizer: {e}") from None
-        return None  # no vocabulary available offline: a bundle without tokenizer (token ids only)
+    A model whose vocabulary is smaller than o200k_harmony's (a synthetic test model) gets none: its
+    bundle speaks token ids only, and the manifest says so (tokenizer: null).
+    """
+    from .tokenizer_files import harmony_special_tokens, write_bundle_tokenizer
+
+    if ckpt.config.vocab_size < max(harmony_special_tokens().values()) + 1:
+        return None
+    return write_bundle_tokenizer(folder, source=ckpt.tokenizer_path if ckpt.has_tokenizer else None)
 
 
 def _replace(tmp: Path, out_dir: Path) -> None:

@@ -54,3 +54,46 @@ def synth(out: Path, preset_name: str, layout: str, seed: int, force: bool, **di
     """Write a synthetic (random, deterministic) gpt-oss checkpoint to OUT."""
     write_synthetic(out, synth_config(preset_name, **dims), layout=layout, seed=seed, force=force, progress=True)
     click.echo(str(out))
+
+
+def _parse_quant(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in values:
+        part, sep, scheme = item.partition("=")
+        if not sep or not part or not scheme:
+            raise click.BadParameter(f"{item!r}: expected PART=SCHEME, e.g. attention=int4", param_hint="--quant")
+        out[part.strip()] = scheme.strip()
+    return out
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Bundle folder to write.")
+@click.option("--target", default="cpu", show_default=True, help="Target row (gptoss.targets.registry).")
+@click.option("--quant", multiple=True, metavar="PART=SCHEME",
+              help="Weight scheme of one part (experts, attention, router, embedding, unembedding); repeatable.")
+@click.option("--logits", type=click.Choice(["all", "last"]), default="all", show_default=True,
+              help="Logits for every input position, or only the last one (smaller, faster prefill).")
+@click.option("--layout", type=click.Choice(LAYOUTS), default=None, help="Force the checkpoint layout.")
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists and is not empty.")
+def export(checkpoint: Path, out: Path, target: str, quant: tuple[str, ...], logits: str, layout: str | None,
+           force: bool) -> None:
+    """Compile a gpt-oss CHECKPOINT into a self-contained bundle for one target."""
+    from .bundle import export_bundle
+
+    export_bundle(checkpoint, out, target=target, quant=_parse_quant(quant), logits=logits, layout=layout,
+                  force=force, progress=True)
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def inspect(path: Path, as_json: bool) -> None:
+    """Show what a bundle or checkpoint holds: config, ops, parts and sizes, target."""
+    import json
+
+    from .inspect import describe, format_report
+
+    info = describe(path)
+    click.echo(json.dumps(info, indent=2) if as_json else format_report(info))
