@@ -55,7 +55,9 @@ def check_block_size(block_size: int, name: str) -> None:
         or not MIN_BLOCK <= block_size <= MAX_BLOCK
         or block_size & (block_size - 1)
     ):
-        raise BlockSizeError(name, f"block size must be a power of two in [{MIN_BLOCK}, {MAX_BLOCK}], got {block_size!r}")
+        raise BlockSizeError(
+            name, f"block size must be a power of two in [{MIN_BLOCK}, {MAX_BLOCK}], got {block_size!r}"
+        )
 
 
 def _check_bits(bits: int, name: str) -> None:
@@ -233,5 +235,6 @@ def to_fp16(w: np.ndarray, name: str = "weight") -> np.ndarray:
     w = _float_input(w, name, min_ndim=0)
     big = np.abs(w) > FP16_MAX
     if big.any():
-        raise LayoutError(name, f"{int(big.sum())} value(s) exceed the float16 range (max |w| = {float(np.abs(w).max()):g})")
+        worst = float(np.abs(w).max())
+        raise LayoutError(name, f"{int(big.sum())} value(s) exceed the float16 range (max |w| = {worst:g})")
     return w.astype(np.float16)
