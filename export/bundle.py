@@ -116,7 +116,7 @@ def export_bundle(checkpoint_dir: str | Path, out_dir: str | Path, target: str =
         _log(progress, f"[4/6 lower] target {tgt.name}: {', '.join(tgt.passes) or 'no passes'}")
         graph = lower(graph, tgt, schemes, cfg)
         _log(progress, "[5/6 write] weights, streamed")
-        parts = _write_weights(graph, tmp, progress)
+        parts = _write_weights(graph, tmp, progress, after_tensor=ckpt.release_pages)
         _log(progress, "[6/6 manifest] checksums")
         manifest = _manifest(cfg, tgt, schemes, parts, tokenizer, logits, tmp, checkpoint=ckpt)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -128,15 +128,22 @@ def export_bundle(checkpoint_dir: str | Path, out_dir: str | Path, target: str =
     return out_dir
 
 
-def _write_weights(graph: Graph, folder: Path, progress: bool) -> dict[str, int]:
+def _write_weights(graph: Graph, folder: Path, progress: bool, after_tensor) -> dict[str, int]:
+    """Stream the weights; after each tensor the checkpoint's pages are released (RSS stays flat)."""
     total = sum(t.nbytes for t in graph.initializers.values())
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="weights")
+
+    def on_tensor(t):
+        after_tensor()
+        if bar:
+            bar.update(t.nbytes)
+
     try:
-        return write_onnx(graph, folder, on_tensor=(lambda t: bar.update(t.nbytes)) if bar else None)
+        return write_onnx(graph, folder, on_tensor=on_tensor)
     finally:
         if bar:
             bar.close()

@@ -151,6 +151,11 @@ class Checkpoint:
                                   f"checkpoint; e.g. {_listing(list(self._sources))}") from None
 
     # ------------------------------------------------------------------- reading
+    def release_pages(self) -> None:
+        """Let go of the resident pages of every file read so far (see SafetensorsFile.release_pages)."""
+        for st in {id(loc.file): loc.file for loc in self._tensors.values()}.values():
+            st.release_pages()
+
     def read(self, name: str) -> np.ndarray:
         """Canonical tensor `name` (layout.py). A read-only memmap view when one file key holds it.
 

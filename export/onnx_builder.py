@@ -108,7 +108,18 @@ class Graph:
         used = {i for n in self.nodes for i in n.input}
         return [name for name in self.initializers if name not in used]
 
+    def drop_dead_nodes(self) -> None:
+        """Remove nodes none of whose outputs is consumed or a graph output (left over by lowering)."""
+        outputs = {o.name for o in self.outputs}
+        while True:
+            used = {i for n in self.nodes for i in n.input} | outputs
+            alive = [n for n in self.nodes if any(o in used for o in n.output)]
+            if len(alive) == len(self.nodes):
+                return
+            self.nodes = alive
+
     def drop_unused(self) -> None:
+        self.drop_dead_nodes()
         for name in self.unused_initializers():
             del self.initializers[name]
         used = {i for n in self.nodes for i in n.input}
