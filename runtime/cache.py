@@ -46,6 +46,7 @@ class _Layer:
 class _Checkpoint:
     length: int
     sliding: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)   # layer -> (k, v) copies
+    logits: np.ndarray | None = None    # the logits after the token at length - 1, when known
 
 
 class KVCache:
@@ -116,7 +117,7 @@ class KVCache:
         n = self.length
         if any(c.length == n for c in self._checkpoints) or not self._needs_checkpoints():
             return
-        cp = _Checkpoint(n)
+        cp = _Checkpoint(n, logits=None if self.last_logits is None else self.last_logits.copy())
         for i, lay in enumerate(self._layers):
             if lay.keep is not None:
                 k, v = self.past(i)
@@ -136,11 +137,11 @@ class KVCache:
             if a != b:
                 break
             common += 1
-        if common == self.length == len(ids) and self.last_logits is not None:
-            self.last_reuse = common
-            return common
-        if common == len(ids):
-            common -= 1                 # re-run the last token: its logits are needed
+        if common == len(ids):          # all cached: usable as is if the logits after it are known
+            if self.rollback(common) == common and self.last_logits is not None:
+                self.last_reuse = common
+                return common
+            common -= 1                 # else re-run the last token for its logits
         self.last_reuse = self.rollback(common)
         return self.last_reuse
 
@@ -188,7 +189,7 @@ class KVCache:
             held = s if lay.keep is None else min(s, lay.keep)
             self._compact(lay, s - held - start, held)
         del self.tokens[s:]
-        self.last_logits = None
+        self.last_logits = None if cp is None or cp.logits is None else cp.logits.copy()
 
     def _compact(self, lay: _Layer, lo: int, count: int) -> None:
         """Keep held positions [lo, lo + count), moved into the other buffer (which becomes current)."""

@@ -100,7 +100,7 @@ def sample(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator,
 def _top(probs: np.ndarray, k: int) -> np.ndarray:
     """Ids of the k largest probabilities, largest first, ties to the lower id."""
     if k >= probs.shape[0]:
-        return np.lexsort((np.arange(probs.shape[0]), -probs))
+        return np.argsort(-probs, kind="stable")
     part = np.argpartition(-probs, k - 1)[:k]
     # argpartition may pick either of two tokens tied at the boundary; include all ties, then cut.
     boundary = probs[part].min()
