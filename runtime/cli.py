@@ -91,6 +91,7 @@ def _stream_reply(stream, show_reasoning: bool) -> None:
         channel = event.channel
         click.secho(event.text, nl=False, dim=not is_final, err=out is sys.stderr)
     click.echo()
+    sys.stdout.flush()
     result = stream.result
     for call in result.tool_calls:
         click.secho(f"[tool call] {call.name}({call.arguments})", err=True, dim=True)
