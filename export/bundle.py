@@ -60,6 +60,19 @@ def mxfp4_reader(ckpt: Checkpoint):
     return read
 
 
+def _progress(paths: list[Path], enabled: bool, desc: str, total: int):
+    """Yield the paths, with a byte-counting progress bar (and ETA) when enabled."""
+    if not enabled:
+        yield from paths
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc) as bar:
+        for path in paths:
+            yield path
+            bar.update(path.stat().st_size)
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -118,7 +131,7 @@ def export_bundle(checkpoint_dir: str | Path, out_dir: str | Path, target: str =
         _log(progress, "[5/6 write] weights, streamed")
         parts = _write_weights(graph, tmp, progress, after_tensor=ckpt.release_pages)
         _log(progress, "[6/6 manifest] checksums")
-        manifest = _manifest(cfg, tgt, schemes, parts, tokenizer, logits, tmp, checkpoint=ckpt)
+        manifest = _manifest(cfg, tgt, schemes, parts, tokenizer, logits, tmp, checkpoint=ckpt, progress=progress)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         _replace(tmp, out_dir)
     except BaseException:
@@ -172,9 +185,11 @@ def _replace(tmp: Path, out_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _manifest(cfg, tgt, schemes, parts, tokenizer, logits, folder: Path, checkpoint: Checkpoint) -> dict:
+def _manifest(cfg, tgt, schemes, parts, tokenizer, logits, folder: Path, checkpoint: Checkpoint,
+              progress: bool = False) -> dict:
     files = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    paths = sorted(p for p in folder.rglob("*") if p.is_file())
+    for path in _progress(paths, progress, "checksums", total=sum(p.stat().st_size for p in paths)):
         rel = path.relative_to(folder).as_posix()
         files[rel] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
     keep = [w - 1 if w > 0 else None for w in cfg.windows]

@@ -27,6 +27,8 @@ import ml_dtypes
 import numpy as np
 from tqdm import tqdm
 
+from gptoss.quant.mxfp4 import decode_mxfp4
+
 from .config import ModelConfig, preset
 from .errors import ExportError
 from .layout import LAYOUTS, FileTensor, canonical_specs, sources
@@ -117,13 +119,6 @@ def _generate(cfg: ModelConfig, name: str, seed: int, block: int, shape: tuple[i
     return x.astype(_BF16)
 
 
-def dequantize_mxfp4(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    """[..., G, 16] uint8 codes (low nibble first) and [..., G] exponents (bias 127) -> [..., G*32] float32."""
-    codes = np.stack([blocks & 0x0F, blocks >> 4], axis=-1).reshape(*blocks.shape[:-1], 32)
-    values = FP4_VALUES[codes] * np.ldexp(np.float32(1), scales.astype(np.int32) - 127)[..., None]
-    return values.reshape(*blocks.shape[:-2], blocks.shape[-2] * 32)
-
-
 def iter_rows(cfg: ModelConfig, name: str, seed: int, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
     """Rows [start, stop) of canonical tensor `name` as consecutive chunks (dim 0)."""
     if name not in _specs(cfg):
@@ -135,7 +130,7 @@ def iter_rows(cfg: ModelConfig, name: str, seed: int, start: int = 0, stop: int 
         for e in range(start, stop):
             blocks = canonical_rows(cfg, stem + "blocks", seed, e, e + 1)
             scales = canonical_rows(cfg, stem + "scales", seed, e, e + 1)
-            yield dequantize_mxfp4(blocks, scales).astype(_BF16)
+            yield decode_mxfp4(blocks, scales, name=name).astype(_BF16)
         return
     per = max(1, _BLOCK_ELEMS // max(1, math.prod(shape[1:])))
     for block in range(start // per, -(-stop // per)):
