@@ -81,12 +81,10 @@ class PortableGraphBuilder:
 
     # ------------------------------------------------------------------ blocks
     def rms_norm(self, x: str, canonical: str, name: str) -> str:
-        g = self.g
+        """RMSNorm in fp32 (ONNX RMSNormalization, opset 23): x * rsqrt(mean(x^2) + eps) * scale."""
         scale = self.vector(canonical, self.cfg.hidden_size)
-        mean_sq = g.op("ReduceMean", [g.op("Mul", [x, x], f"{name}/sq"), g.const([-1])], f"{name}/mean", keepdims=1)
-        inv = g.op("Reciprocal", [g.op("Sqrt", [g.op("Add", [mean_sq, g.const(self.cfg.rms_norm_eps, np.float32)],
-                                                      f"{name}/eps")], f"{name}/sqrt")], f"{name}/rsqrt")
-        return g.op("Mul", [g.op("Mul", [x, inv], f"{name}/normed"), scale], f"{name}/scale")
+        return self.g.op("RMSNormalization", [x, scale], name, axis=-1, epsilon=float(self.cfg.rms_norm_eps),
+                         stash_type=1)
 
     def linear(self, x: str, canonical: str, in_dim: int, out_dim: int, name: str, bias: bool = True) -> str:
         g = self.g

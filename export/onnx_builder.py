@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import numpy as np
 from onnx import AttributeProto, FunctionProto, NodeProto, TensorProto, ValueInfoProto, helper, numpy_helper
 
-OPSET = 21
+OPSET = 23
 GPTOSS_DOMAIN = "gptoss"
 GPTOSS_OPSET = 1
 MS_DOMAIN = "com.microsoft"
