@@ -118,15 +118,20 @@ class Conversation:
         Returns a ChatResult, or a ChatStream when `stream`; the assistant's messages join the history
         when the reply is complete.
         """
+        mark = len(self.messages)
         if content is not None:
             self.messages.append({"role": "user", "content": content})
-        out = run_chat(self.model, self.messages, self.reasoning_effort, self.tools, stream=stream,
-                       instructions=self.instructions, cache=self.cache, max_new_tokens=max_new_tokens,
-                       **sampling)
-        if not stream:
-            self.messages.extend(out.messages)
-            return out
-        return _RecordingStream(out, self.messages)
+        try:
+            out = run_chat(self.model, self.messages, self.reasoning_effort, self.tools, stream=stream,
+                           instructions=self.instructions, cache=self.cache, max_new_tokens=max_new_tokens,
+                           **sampling)
+            if not stream:
+                self.messages.extend(out.messages)
+                return out
+        except BaseException:
+            del self.messages[mark:]      # a failed turn leaves the history as it was
+            raise
+        return _RecordingStream(out, self.messages, mark)
 
     def add_tool_result(self, name: str, content: str) -> None:
         """The output of a tool the assistant called (`ToolCall.name`); then call `send(None)`."""
@@ -138,10 +143,16 @@ class Conversation:
 
 
 class _RecordingStream(ChatStream):
-    def __init__(self, inner: ChatStream, history: list):
+    """A Conversation's stream: the reply joins the history when complete; a failed turn is undone."""
+
+    def __init__(self, inner: ChatStream, history: list, mark: int):
         super().__init__(inner._events, inner._holder)
-        self._history = history
+        self._history, self._mark = history, mark
 
     def __iter__(self) -> Iterator[ChatEvent]:
-        yield from self._events
+        try:
+            yield from self._events
+        except BaseException:
+            del self._history[self._mark:]
+            raise
         self._history.extend(self.result.messages)

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,6 +110,14 @@ def test_missing_provider_is_an_error_unless_fallback_is_allowed(bundle):
         Model.load(bundle, provider="CUDAExecutionProvider")
     m = Model.load(bundle, provider="CUDAExecutionProvider", allow_fallback=True)
     assert m.provider == "CPUExecutionProvider" and m.session_info.fell_back
+
+
+def test_weights_are_memory_mapped_not_read(bundle):
+    # ORT maps model.weights (file-backed pages, shared, evictable) instead of reading it into the heap.
+    loaded = Model.load(bundle)
+    maps = Path("/proc/self/maps").read_text()
+    assert str((bundle / "model.weights").resolve()) in maps
+    del loaded
 
 
 def test_max_context_beyond_the_model_is_rejected(bundle):
@@ -330,3 +339,17 @@ def test_chat_stream_result_before_iteration_is_an_error(model):
     stream = model.chat([{"role": "user", "content": "Hi"}], stream=True, max_new_tokens=2)
     with pytest.raises(RuntimeError, match="iterate"):
         stream.result
+
+
+def test_a_turn_that_overflows_leaves_the_history_unchanged(bundle):
+    small = Model.load(bundle, max_context=120)
+    convo = small.conversation()
+    convo.send("Hi", max_new_tokens=4, temperature=0)
+    before = list(convo.messages)
+    with pytest.raises(ContextOverflowError):
+        convo.send("word " * 200, max_new_tokens=4, temperature=0)
+    assert convo.messages == before
+    with pytest.raises(ContextOverflowError):
+        for _ in convo.send("Hello again", stream=True, max_new_tokens=200, temperature=0):
+            pass
+    assert convo.messages == before
