@@ -16,7 +16,8 @@ PROBS = [0.05, 0.5, 0.15, 0.3]          # ranks: 1, 3, 2, 0
 def support(params: SamplingParams, probs=PROBS) -> set[int]:
     ids, p = candidates(logits_for(probs), params)
     assert np.isclose(p.sum(), 1.0)
-    assert np.all(np.diff(p) <= 1e-12)   # most probable first
+    if params.top_k or params.top_p < 1:
+        assert np.all(np.diff(p) <= 1e-12)   # most probable first
     return set(ids.tolist())
 
 
@@ -81,6 +82,11 @@ def test_seeded_draws_are_deterministic():
 
     assert draws(7) == draws(7)
     assert draws(7) != draws(8)
+
+
+def test_top_k_then_top_p():
+    assert support(SamplingParams(top_k=3, top_p=0.79)) == {1, 3}
+    assert support(SamplingParams(top_k=2, top_p=0.99)) == {1, 3}
 
 
 def test_nucleus_probe_matches_a_full_sort():
