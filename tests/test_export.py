@@ -64,7 +64,7 @@ def test_cpu_lowered_graph_matches_reference(bundles, name, tokens, reference):
     assert max_diff(driver.prefill_then_decode(tokens, PREFILL), reference) <= 1e-3
 
 
-@pytest.mark.parametrize("name, max_rel, min_top1", [("cpu-int8", 0.04, 0.9), ("cpu-int4", 0.4, 0.3)])
+@pytest.mark.parametrize("name, max_rel, min_top1", [("cpu-int8", 0.04, 0.8), ("cpu-int4", 0.4, 0.3)])
 def test_quantized_dense_weights_stay_close(bundles, name, max_rel, min_top1, tokens, reference):
     """Loose bounds around the measured error (docs/quantization.md) so that a regression fails."""
     got = BundleDriver(bundles[name]).prefill_then_decode(tokens, PREFILL)
