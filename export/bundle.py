@@ -26,7 +26,7 @@ import numpy as np
 from .. import __version__
 from .checkpoint import Checkpoint
 from .errors import ExportError
-from .graph import build_portable_graph
+from .graph import LOGITS_MODES, build_portable_graph
 from .onnx_builder import Graph
 from .writer import write_onnx
 
@@ -92,13 +92,13 @@ def lower(graph: Graph, target, schemes: dict[str, str], cfg) -> Graph:
     from gptoss.targets.passes import PASSES, check_lowered
 
     for name in target.passes:
-        graph = PASSES[name](graph, cfg=cfg, schemes=schemes)
+        graph = PASSES[name](graph, cfg=cfg, schemes=schemes, options=target.options)
     check_lowered(graph, target)
     return graph
 
 
 def export_bundle(checkpoint_dir: str | Path, out_dir: str | Path, target: str = "cpu",
-                  quant: dict[str, str] | None = None, logits: str = "all", force: bool = False,
+                  quant: dict[str, str] | None = None, logits: str = "selectable", force: bool = False,
                   layout: str | None = None, progress: bool = False) -> Path:
     """Export a gpt-oss checkpoint into a self-contained bundle for one target. Returns the bundle path."""
     from gptoss.targets.registry import PARTS, get_target
@@ -109,8 +109,8 @@ def export_bundle(checkpoint_dir: str | Path, out_dir: str | Path, target: str =
     if unknown:
         raise ExportError(f"unknown part(s) {unknown} in --quant; known parts: {', '.join(PARTS)}")
     schemes = {part: tgt.scheme_for(part, quant) for part in PARTS}
-    if logits not in ("all", "last"):
-        raise ExportError(f"--logits must be 'all' or 'last', got {logits!r}")
+    if logits not in LOGITS_MODES:
+        raise ExportError(f"--logits must be one of {', '.join(LOGITS_MODES)}, got {logits!r}")
     _check_output(out_dir, force)
 
     t0 = time.time()
@@ -208,7 +208,8 @@ def _manifest(cfg, tgt, schemes, parts, tokenizer, logits, folder: Path, checkpo
         "graph": {
             "file": "model.onnx",
             "weights": ["model.weights"],
-            "inputs": {"input_ids": "input_ids", "position_ids": "position_ids"},
+            "inputs": {"input_ids": "input_ids", "position_ids": "position_ids",
+                       **({"logits_from": "logits_from"} if logits == "selectable" else {})},
             "outputs": {"logits": "logits"},
             "logits": logits,
             "kv_cache": {

@@ -73,8 +73,8 @@ def _parse_quant(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--target", default="cpu", show_default=True, help="Target row (gptoss.targets.registry).")
 @click.option("--quant", multiple=True, metavar="PART=SCHEME",
               help="Weight scheme of one part (experts, attention, router, embedding, unembedding); repeatable.")
-@click.option("--logits", type=click.Choice(["all", "last"]), default="all", show_default=True,
-              help="Logits for every input position, or only the last one (smaller, faster prefill).")
+@click.option("--logits", type=click.Choice(["selectable", "all", "last"]), default="selectable", show_default=True,
+              help="Which positions get logits: chosen per call by the runtime (default), every one, or the last.")
 @click.option("--layout", type=click.Choice(LAYOUTS), default=None, help="Force the checkpoint layout.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists and is not empty.")
 def export(checkpoint: Path, out: Path, target: str, quant: tuple[str, ...], logits: str, layout: str | None,

@@ -28,6 +28,11 @@ from .onnx_ops import attention_function, moe_function
 
 Reader = Callable[[str], np.ndarray]   # canonical name -> array (see layout.py)
 
+# Which positions get logits: every one ("all"), the last one ("last"), or from the position given by the
+# graph input `logits_from` [1] on ("selectable": 0 to score a sequence, T-1 to generate). The unembedding
+# is the largest matmul of a decode step and, for a prompt, T times that: compute only what is needed.
+LOGITS_MODES = ("all", "last", "selectable")
+
 PART_OF = {
     "embedding": "embedding", "unembedding": "unembedding",
     "qkv": "attention", "out": "attention", "sinks": "attention",
@@ -56,8 +61,8 @@ class PortableGraphBuilder:
     """Emits the portable graph of a config; weights come from `read(canonical_name)`."""
 
     def __init__(self, cfg: ModelConfig, read: Reader, logits: str = "all", dense_experts: bool = False):
-        if logits not in ("all", "last"):
-            raise ValueError(f"logits must be 'all' or 'last', got {logits!r}")
+        if logits not in LOGITS_MODES:
+            raise ValueError(f"logits must be one of {LOGITS_MODES}, got {logits!r}")
         if dense_experts:
             raise NotImplementedError("dense-expert checkpoints are exported by re-encoding to MXFP4 "
                                       "(see bundle.py); the graph takes MXFP4 experts")
@@ -158,10 +163,14 @@ class PortableGraphBuilder:
         x = self.rms_norm(x, "final_norm", "/model/norm")
         if self.logits == "last":
             x = g.op("Slice", [x, g.const([-1]), g.const([1 << 62]), g.const([1])], "/model/last_position")
+        elif self.logits == "selectable":
+            start = g.add_input("logits_from", TensorProto.INT64, [1])
+            x = g.op("Slice", [x, start, g.const([1 << 62]), g.const([1])], "/model/logits_positions")
         unemb = self.dense("unembedding", cfg.hidden_size, cfg.vocab_size)
         g.op("MatMul", [x, unemb], "/model/unembedding")
         g.nodes[-1].output[0] = "logits"
-        g.outputs.insert(0, _value_info("logits", ["batch", "seq" if self.logits == "all" else 1, cfg.vocab_size]))
+        rows = {"all": "seq", "last": 1, "selectable": "logits_seq"}[self.logits]
+        g.outputs.insert(0, _value_info("logits", ["batch", rows, cfg.vocab_size]))
         return g
 
 

@@ -41,6 +41,8 @@ class Engine:
         inputs = {i.name: i for i in self.session.get_inputs()}
         outputs = {o.name: o for o in self.session.get_outputs()}
         want_in = [g.input_ids, g.position_ids] + [n for names in self._layer_names for n in names[:2]]
+        if g.logits_from:
+            want_in.append(g.logits_from)
         want_out = [g.logits] + [n for names in self._layer_names for n in names[2:]]
         where = f"{self.manifest.bundle_dir / g.file} (per {self.manifest.path})"
         for kind, want, have in (("input", want_in, inputs), ("output", want_out, outputs)):
@@ -61,10 +63,20 @@ class Engine:
                               f"{self.kv.dtype.name}")
 
     # ------------------------------------------------------------------ run
-    def logits_buffer(self, tokens: int) -> np.ndarray:
+    @property
+    def scores_all_positions(self) -> bool:
+        """Whether the graph can return logits for every position of a call."""
+        return self.logits_mode in ("all", "selectable")
+
+    def _rows(self, tokens: int, all_rows: bool) -> int:
+        """Rows of logits a call appending `tokens` tokens returns."""
+        if self.logits_mode == "all" or (self.logits_mode == "selectable" and all_rows):
+            return tokens
+        return 1
+
+    def logits_buffer(self, tokens: int, all_rows: bool = False) -> np.ndarray:
         """A buffer for the logits of a call appending `tokens` tokens."""
-        rows = tokens if self.logits_mode == "all" else 1
-        return np.empty((1, rows, self.vocab), dtype=self.logits_dtype)
+        return np.empty((1, self._rows(tokens, all_rows), self.vocab), dtype=self.logits_dtype)
 
     def check_room(self, cache: KVCache, new: int, generated: list[int] | None = None) -> None:
         needed = cache.length + new
@@ -75,17 +87,22 @@ class Engine:
                 needed=needed, limit=self.max_context, tokens=generated)
 
     def run(self, cache: KVCache, token_ids: np.ndarray, logits: np.ndarray,
-            run_options: ort.RunOptions | None = None) -> np.ndarray:
-        """Append `token_ids` (int64 [T]) to `cache`; write into and return `logits` [1, T or 1, vocab]."""
+            run_options: ort.RunOptions | None = None, all_rows: bool = False) -> np.ndarray:
+        """Append `token_ids` (int64 [T]) to `cache`; write into and return `logits` [1, T or 1, vocab].
+
+        With a "selectable" graph only the last position's logits are computed unless `all_rows`."""
         T = int(token_ids.shape[0])
         self.check_room(cache, T)
         g = self.manifest.graph
         ids = np.ascontiguousarray(token_ids, dtype=np.int64).reshape(1, T)
         positions = np.arange(cache.length, cache.length + T, dtype=np.int64).reshape(1, T)
-        out = logits[:, : (T if self.logits_mode == "all" else 1)]
+        rows = self._rows(T, all_rows)
+        out = logits[:, :rows]
         binding = self.session.io_binding()
         _bind(binding.bind_input, g.input_ids, ids)
         _bind(binding.bind_input, g.position_ids, positions)
+        if g.logits_from:
+            _bind(binding.bind_input, g.logits_from, np.array([T - rows], dtype=np.int64))
         for i, (pk, pv, ck, cv) in enumerate(self._layer_names):
             present_k, present_v = cache.present(i, T)      # first: it may grow the buffers
             past_k, past_v = cache.past(i)
@@ -106,18 +123,18 @@ class Engine:
     def prefill(self, cache: KVCache, token_ids, chunk: int, all_logits: bool = False,
                 cancel: "threading.Event | None" = None, run_options: ort.RunOptions | None = None):
         """Feed `token_ids` in chunks of at most `chunk`. Returns the last row of logits (float32 [vocab]),
-        or every row ([T, vocab]) when `all_logits` (which needs a bundle with "all" logits)."""
+        or every row ([T, vocab]) when `all_logits` (which needs a bundle with "all" or "selectable" logits)."""
         ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
         if ids.size == 0:
             raise ValueError("nothing to prefill: the token list is empty")
         self.check_room(cache, int(ids.size))
         rows = [] if all_logits else None
-        buf = self.logits_buffer(min(chunk, ids.size))
+        buf = self.logits_buffer(min(chunk, ids.size), all_rows=all_logits)
         last = None
         for start in range(0, ids.size, chunk):
             if cancel is not None and cancel.is_set():
                 raise Cancelled()
-            out = self.run(cache, ids[start:start + chunk], buf, run_options)
+            out = self.run(cache, ids[start:start + chunk], buf, run_options, all_rows=all_logits)
             if all_logits:
                 rows.append(out[0].astype(np.float32))
             last = out[0, -1]

@@ -22,7 +22,7 @@ FORMAT_VERSIONS = (1,)
 MANIFEST = "manifest.json"
 
 KV_DTYPES: dict[str, np.dtype] = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16)}
-LOGITS_MODES = ("all", "last")
+LOGITS_MODES = ("all", "last", "selectable")
 
 
 @dataclass(frozen=True)
@@ -63,9 +63,11 @@ class GraphSpec:
     input_ids: str
     position_ids: str
     logits: str
-    logits_mode: str                    # "all": [B, T, vocab]; "last": [B, 1, vocab]
+    logits_mode: str                    # "all": [B, T, vocab]; "last": [B, 1, vocab];
+                                        # "selectable": [B, T - logits_from, vocab]
     kv: KVSpec
     shapes: str
+    logits_from: str | None = None      # input name, for "selectable" logits
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,7 @@ def parse_manifest(doc: Any, path: Path) -> Manifest:
         position_ids=r.get(inputs, "position_ids", str, "graph.inputs"),
         logits=r.get(outputs, "logits", str, "graph.outputs"),
         logits_mode=logits_mode, kv=kv, shapes=shapes,
+        logits_from=(r.get(inputs, "logits_from", str, "graph.inputs") if logits_mode == "selectable" else None),
     )
 
     tok = doc.get("tokenizer")

@@ -31,7 +31,7 @@ from .session import SessionInfo, create_session
 DEFAULT_MAX_CONTEXT = 16384
 # Prefill chunk (tokens per graph call). An "all"-logits graph returns [chunk, vocab] floats per call
 # (~100 MB at 128 x 201088), so its chunks are smaller.
-PREFILL_CHUNK = {"all": 128, "last": 256}
+PREFILL_CHUNK = {"all": 128, "last": 256, "selectable": 256}
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ class Model:
     # --------------------------------------------------------------- scoring
     def logits(self, token_ids: Sequence[int]) -> np.ndarray:
         """Logits float32 [T, vocab] for every position of `token_ids` (fed in prefill-sized chunks)."""
-        if self.manifest.graph.logits_mode != "all":
+        if not self.engine.scores_all_positions:
             raise BundleError(f"{self.manifest.path}: this bundle was exported with logits 'last': its graph "
                               f"returns only the last position's logits and cannot score all positions "
                               f"(re-export with `--logits all`)")

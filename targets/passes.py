@@ -40,7 +40,7 @@ def _canonical(initializer: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------- MoE
-def moe_to_qmoe(graph: Graph, cfg, schemes: dict[str, str]) -> Graph:
+def moe_to_qmoe(graph: Graph, cfg, schemes: dict[str, str], options=None) -> Graph:
     """gptoss.MoE -> QMoE(fp4): weights K-packed [E, N, K/2] (the checkpoint's own nibble order),
     scales FLOAT8E8M0 [E, N, K/32], per-expert global scales 1, interleaved SwiGLU with limit and alpha."""
     ones = graph.weight(LazyTensor("model.experts.global_scale", (cfg.num_experts,), np.float32,
@@ -78,7 +78,7 @@ def _qmoe_scales(graph: Graph, scales_name: str) -> str:
 
 
 # ------------------------------------------------------------------------------------- attention
-def attention_to_gqa(graph: Graph, cfg, schemes: dict[str, str]) -> Graph:
+def attention_to_gqa(graph: Graph, cfg, schemes: dict[str, str], options=None) -> Graph:
     """gptoss.Attention -> GroupQueryAttention with head_sink and local_window_size; RoPE applied by the op
     from cos/sin caches at explicit position_ids (so a trimmed sliding-window cache keeps true positions)."""
     from gptoss.export.model import yarn_inv_freq
@@ -148,8 +148,11 @@ def _memo_quantize(read, canonical: str, bits: int, pack) -> Callable[[], object
     return take
 
 
-def dense_to_matmul_nbits(graph: Graph, cfg, schemes: dict[str, str]) -> Graph:
-    """MatMul(x, W[in,out] fp32) -> MatMulNBits(x, W int8|int4 blocks of 32 along `in`), per part's scheme."""
+def dense_to_matmul_nbits(graph: Graph, cfg, schemes: dict[str, str], options=None) -> Graph:
+    """MatMul(x, W[in,out] fp32) -> MatMulNBits(x, W int8|int4 blocks of 32 along `in`), per part's scheme.
+
+    options["matmul_accuracy_level"]: MatMulNBits' accuracy_level (0: fp32 activations, 4: int8 activations)."""
+    accuracy_level = int((options or {}).get("matmul_accuracy_level", 0))
     for node in list(graph.nodes):
         if node.op_type != "MatMul" or node.input[1] not in graph.initializers:
             continue
@@ -168,14 +171,14 @@ def dense_to_matmul_nbits(graph: Graph, cfg, schemes: dict[str, str]) -> Graph:
         scales = graph.weight(LazyTensor(f"{weight.name}.scales", (N * nb,), np.float32,
                                          lambda t=take: t(1)().reshape(-1), weight.part))
         new = helper.make_node("MatMulNBits", [node.input[0], data, scales], list(node.output), name=node.name,
-                               domain=MS_DOMAIN, K=K, N=N, bits=bits, block_size=BLOCK, accuracy_level=0)
+                               domain=MS_DOMAIN, K=K, N=N, bits=bits, block_size=BLOCK, accuracy_level=accuracy_level)
         _replace_node(graph, node, [new])
     graph.drop_unused()
     graph.opsets.setdefault(MS_DOMAIN, 1)
     return graph
 
 
-def embedding_to_gather_quantized(graph: Graph, cfg, schemes: dict[str, str]) -> Graph:
+def embedding_to_gather_quantized(graph: Graph, cfg, schemes: dict[str, str], options=None) -> Graph:
     """Gather(embedding fp32) -> GatherBlockQuantized(int8|int4, blocks of 32 along hidden), or an fp16 table."""
     scheme = schemes.get("embedding", "fp32")
     node = next((n for n in graph.nodes if n.op_type == "Gather" and n.input[0] == "model.embedding"), None)

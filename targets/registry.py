@@ -28,6 +28,7 @@ class Target:
     shapes: str = "dynamic"                       # "dynamic" | "static" (NPUs)
     kv_dtype: str = "float32"
     ops: tuple[str, ...] = ()                     # contrib ops the lowered graph is expected to hold
+    options: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))   # knobs for the passes
 
     def scheme_for(self, part: str, overrides: dict[str, str] | None = None) -> str:
         scheme = (overrides or {}).get(part, self.quant[part])
@@ -64,6 +65,9 @@ TARGETS: dict[str, Target] = {
                        embedding=("fp32", "fp16", "int8", "int4"), unembedding=("fp32", "int8", "int4")),
             session_options=_m(graph_optimization_level="ORT_ENABLE_ALL"),
             ops=("com.microsoft.QMoE", "com.microsoft.GroupQueryAttention"),
+            # MatMulNBits with int8 activations: at accuracy level 0 (fp32 activations) the 20b unembedding
+            # alone took 5+ s per decode step on 2 cores; level 4 runs it at memory speed (docs/benchmarks.md).
+            options=_m(matmul_accuracy_level=4),
         ),
     )
 }

@@ -28,6 +28,8 @@ class BundleDriver:
     def step(self, tokens: np.ndarray, start: int, cache):
         feeds = {"input_ids": tokens[None].astype(np.int64),
                  "position_ids": np.arange(start, start + len(tokens), dtype=np.int64)[None]}
+        if "logits_from" in self.manifest["graph"]["inputs"]:
+            feeds["logits_from"] = np.zeros(1, np.int64)        # score every position
         for i, (k, v) in enumerate(cache):
             feeds[f"past_key.{i}"], feeds[f"past_value.{i}"] = k, v
         out = dict(zip([o.name for o in self.session.get_outputs()], self.session.run(None, feeds)))
