@@ -111,6 +111,24 @@ class KVCache:
         self.tokens.extend(int(t) for t in token_ids)
         self.last_logits = None
 
+    def fill_random(self, length: int, seed: int = 0) -> None:
+        """For benchmarks: make an empty cache hold `length` positions of random keys and values.
+
+        A decode step costs the same whatever the cached values are, so this measures decode speed at a
+        long context without prefilling it. The cached token ids are recorded as -1, so no prompt ever reuses them."""
+        if self.length:
+            raise ValueError("fill_random needs an empty cache")
+        rng = np.random.default_rng(seed)
+        for lay in self._layers:
+            held = length if lay.keep is None else min(length, lay.keep)
+            self._reserve(lay, held)
+            for bufs in (lay.key, lay.value):
+                view = self._view(bufs[lay.cur], held)
+                view[...] = rng.standard_normal(view.shape, dtype=np.float32)
+            lay.held = held
+        self.tokens.extend([-1] * length)
+        self.last_logits = None
+
     # ---------------------------------------------------------- prefix reuse
     def checkpoint(self) -> None:
         """Remember the sliding layers as they are now, so `reuse` can come back to this length."""

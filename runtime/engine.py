@@ -101,8 +101,9 @@ class Engine:
         binding = self.session.io_binding()
         _bind(binding.bind_input, g.input_ids, ids)
         _bind(binding.bind_input, g.position_ids, positions)
+        logits_from = np.array([T - rows], dtype=np.int64)     # bound by pointer: must outlive the run
         if g.logits_from:
-            _bind(binding.bind_input, g.logits_from, np.array([T - rows], dtype=np.int64))
+            _bind(binding.bind_input, g.logits_from, logits_from)
         for i, (pk, pv, ck, cv) in enumerate(self._layer_names):
             present_k, present_v = cache.present(i, T)      # first: it may grow the buffers
             past_k, past_v = cache.past(i)

@@ -15,7 +15,7 @@ from pathlib import Path
 FP32 = {"attention": "fp32", "embedding": "fp32", "unembedding": "fp32"}
 
 
-def export_tiny(tiny_hf: Path, out: Path, logits: str = "all", quant: dict | None = None) -> Path:
+def export_tiny(tiny_hf: Path, out: Path, logits: str = "selectable", quant: dict | None = None) -> Path:
     from gptoss.export.bundle import export_bundle
 
     return Path(export_bundle(tiny_hf, out, target="cpu", quant=FP32 if quant is None else quant, logits=logits))

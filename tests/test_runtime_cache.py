@@ -140,3 +140,25 @@ def test_dtype_follows_the_manifest(dtype):
     cache = KVCache(spec(dtype), capacity=4)
     append(cache, [1, 2])
     assert cache.past(1)[0].dtype == dtype
+
+
+@pytest.fixture(scope="module")
+def tiny_cpu_bundle_for_fill(tiny_hf, tmp_path_factory):
+    from runtime_bundles import export_tiny
+
+    return export_tiny(tiny_hf, tmp_path_factory.mktemp("fill") / "bundle")
+
+
+def test_fill_random_makes_a_long_context_without_prefill(tiny_cpu_bundle_for_fill):
+    from gptoss.runtime import Model
+
+    model = Model.load(tiny_cpu_bundle_for_fill)
+    cache = model.new_cache(64)
+    cache.fill_random(40, seed=3)
+    kv = model.manifest.graph.kv
+    assert cache.length == 40
+    assert [cache.held(i) for i in range(kv.num_layers)] == [40 if k is None else k for k in kv.keep]
+    logits = model.engine.prefill(cache, [5], model.prefill_chunk)
+    assert logits.shape == (model.vocab_size,) and np.isfinite(logits).all()
+    assert cache.length == 41
+    assert cache.reuse([1, 2, 3]) == 0          # random positions never count as a cached prefix
