@@ -193,6 +193,10 @@ def _manifest(cfg, tgt, schemes, parts, tokenizer, logits, folder: Path, checkpo
         rel = path.relative_to(folder).as_posix()
         files[rel] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
     keep = [w - 1 if w > 0 else None for w in cfg.windows]
+    kv_mode = tgt.options.get("kv_cache", "concat")
+    # "shared": one buffer per layer, bound as past and present; sliding layers use a fixed buffer of
+    # `capacity` rows that the attention op manages itself (>= window; 2 x window compacts once per window).
+    kv_extra = {"capacity": [2 * w if w > 0 else None for w in cfg.windows]} if kv_mode == "shared" else {}
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -217,7 +221,7 @@ def _manifest(cfg, tgt, schemes, parts, tokenizer, logits, folder: Path, checkpo
                 "present_key": "present_key.{layer}", "present_value": "present_value.{layer}",
                 "layout": "BNSH", "dtype": tgt.kv_dtype,
                 "num_kv_heads": cfg.num_key_value_heads, "head_dim": cfg.head_dim,
-                "window": cfg.windows, "keep": keep,
+                "window": cfg.windows, "keep": keep, "mode": kv_mode, **kv_extra,
             },
             "shapes": tgt.shapes,
         },

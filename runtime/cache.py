@@ -170,6 +170,9 @@ class KVCache:
             return target
         if self._can_truncate(target):
             self._truncate(target, None)
+            exact = next((c for c in self._checkpoints if c.length == target and c.logits is not None), None)
+            if exact is not None:
+                self.last_logits = exact.logits.copy()   # the logits after `target` are known: no re-run
         else:
             cp = max((c for c in self._checkpoints if c.length <= target), key=lambda c: c.length, default=None)
             self._truncate(cp.length if cp else 0, cp)
@@ -233,3 +236,109 @@ class KVCache:
 
     def _view(self, buf: np.ndarray, positions: int) -> np.ndarray:
         return buf[: self._kv * positions * self._hd].reshape(1, self._kv, positions, self._hd)
+
+
+class SharedKVCache(KVCache):
+    """KV cache of a "shared"-mode graph: one buffer per layer, bound as both `past` and `present`.
+
+        full layer:     [1, kv, capacity, hd]; the graph writes the new rows at their absolute positions and
+                        reads rows [0, N + T); capacity grows (x2, one copy) when N + T would reach it.
+        sliding layer:  [1, kv, C, hd] with C fixed by the manifest (>= window): the attention op keeps the last
+                        positions itself (ORT GroupQueryAttention sliding_window_cache), compacting in place.
+
+    Nothing is copied per step. Rolling back: full layers just forget rows past the target; a sliding layer can
+    go back to any length only while it never compacted (N <= C), else to a checkpoint (a copy of its C rows).
+    """
+
+    def __init__(self, spec: KVSpec, capacity: int = 256, max_checkpoints: int = 4):
+        self.spec = spec
+        self._kv, self._hd = spec.num_kv_heads, spec.head_dim
+        self.tokens = []
+        self.last_logits = None
+        self.last_reuse = 0
+        self.max_checkpoints = max_checkpoints
+        self._checkpoints = []
+        self._layers = []
+        for keep, cap in zip(spec.keep, spec.capacity):
+            rows = cap if cap is not None else capacity + 1
+            self._layers.append(_Layer(keep, [np.zeros(self._kv * rows * self._hd, spec.dtype)],
+                                       [np.zeros(self._kv * rows * self._hd, spec.dtype)], rows))
+
+    def held(self, layer: int) -> int:
+        lay, n = self._layers[layer], self.length
+        return n if lay.keep is None else min(n, lay.keep)
+
+    @property
+    def nbytes(self) -> int:
+        total = sum(lay.key[0].nbytes + lay.value[0].nbytes for lay in self._layers)
+        return total + sum(k.nbytes + v.nbytes for c in self._checkpoints for k, v in c.sliding.values())
+
+    def past(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
+        """The layer's whole buffer `[1, kv, capacity, hd]` (the graph reads what the positions say)."""
+        lay = self._layers[layer]
+        return self._view(lay.key[0], lay.capacity), self._view(lay.value[0], lay.capacity)
+
+    def present(self, layer: int, new: int) -> tuple[np.ndarray, np.ndarray]:
+        """The same buffer as `past`: the graph writes into it in place."""
+        lay = self._layers[layer]
+        if lay.keep is None:
+            # strictly more rows than N + new: a buffer as long as the sequence would read as a plain past
+            self._grow(lay, self.length + new + 1)
+        return self.past(layer)
+
+    def commit(self, token_ids) -> None:
+        self.tokens.extend(int(t) for t in token_ids)
+        self.last_logits = None
+
+    def fill_random(self, length: int, seed: int = 0) -> None:
+        if self.length:
+            raise ValueError("fill_random needs an empty cache")
+        rng = np.random.default_rng(seed)
+        for lay in self._layers:
+            if lay.keep is None:
+                self._grow(lay, length + 1)
+            rows = length if lay.keep is None else min(length, lay.capacity)
+            for buf in (lay.key[0], lay.value[0]):
+                self._view(buf, lay.capacity)[:, :, :rows] = rng.standard_normal(
+                    (1, self._kv, rows, self._hd), dtype=np.float32)
+        self.tokens.extend([-1] * length)
+        self.last_logits = None
+
+    def checkpoint(self) -> None:
+        n = self.length
+        if any(c.length == n for c in self._checkpoints) or not self._needs_checkpoints():
+            return
+        cp = _Checkpoint(n, logits=None if self.last_logits is None else self.last_logits.copy())
+        for i, lay in enumerate(self._layers):
+            if lay.keep is not None:
+                cp.sliding[i] = (lay.key[0].copy(), lay.value[0].copy())
+        self._checkpoints.append(cp)
+        del self._checkpoints[:-self.max_checkpoints]
+
+    def _can_truncate(self, s: int) -> bool:
+        """Sliding layers that never compacted (N <= capacity) still hold positions 0..N-1 in rows 0..N-1."""
+        return all(lay.keep is None or self.length <= lay.capacity for lay in self._layers)
+
+    def _truncate(self, s: int, cp: _Checkpoint | None) -> None:
+        if cp is not None:
+            for i, (k, v) in cp.sliding.items():
+                self._layers[i].key[0][...] = k
+                self._layers[i].value[0][...] = v
+        del self.tokens[s:]
+        self.last_logits = None if cp is None or cp.logits is None else cp.logits.copy()
+
+    def _grow(self, lay: _Layer, rows: int) -> None:
+        if rows <= lay.capacity:
+            return
+        cap = max(rows, GROWTH * lay.capacity)
+        n = min(self.length, lay.capacity)
+        for bufs in (lay.key, lay.value):
+            fresh = np.zeros(self._kv * cap * self._hd, self.spec.dtype)
+            self._view(fresh, cap)[:, :, :n] = self._view(bufs[0], lay.capacity)[:, :, :n]
+            bufs[0] = fresh
+        lay.capacity = cap
+
+
+def new_cache(spec: KVSpec, capacity: int = 256) -> KVCache:
+    """The cache class the graph's kv_cache mode needs."""
+    return SharedKVCache(spec, capacity) if spec.mode == "shared" else KVCache(spec, capacity)

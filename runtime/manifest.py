@@ -23,6 +23,7 @@ MANIFEST = "manifest.json"
 
 KV_DTYPES: dict[str, np.dtype] = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16)}
 LOGITS_MODES = ("all", "last", "selectable")
+KV_MODES = ("concat", "shared")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class KVSpec:
     head_dim: int
     window: tuple[int, ...]             # tokens a query sees, itself included; 0 = all
     keep: tuple[int | None, ...]        # cached positions to keep per layer; None = all
+    mode: str = "concat"                # "concat": present = past + new rows; "shared": one buffer, past == present
+    capacity: tuple[int | None, ...] = ()   # "shared": fixed rows of a sliding layer's buffer; None = grows
 
     @property
     def num_layers(self) -> int:
@@ -208,6 +211,19 @@ def _parse_kv(r: "_Reader", kv: dict, num_layers: int) -> KVSpec:
         if k is not None and (w == 0 or k < w - 1):
             raise BundleError(f"{r.path}: '{where}' layer {i}: keep {k} is too small for window {w} "
                               f"(a query sees window - 1 cached positions; window 0 needs keep null)")
+    mode = r.get(kv, "mode", str, where, default="concat")
+    if mode not in KV_MODES:
+        raise BundleError(f"{r.path}: '{where}.mode' is {mode!r}; known: {list(KV_MODES)}")
+    capacity: list = [None] * num_layers
+    if mode == "shared":
+        capacity = [None if c is None else int(c) for c in r.get(kv, "capacity", list, where)]
+        if len(capacity) != num_layers:
+            raise BundleError(f"{r.path}: '{where}.capacity' has {len(capacity)} entries for "
+                              f"model.num_hidden_layers = {num_layers}")
+        for i, (w, c) in enumerate(zip(window, capacity)):
+            if (w > 0) != (c is not None) or (c is not None and c < w):
+                raise BundleError(f"{r.path}: '{where}' layer {i}: capacity {c} does not fit window {w} "
+                                  f"(sliding layers need a capacity >= window, full layers null)")
     templates = {name: r.get(kv, name, str, where)
                  for name in ("past_key", "past_value", "present_key", "present_value")}
     for name, template in templates.items():
@@ -215,7 +231,7 @@ def _parse_kv(r: "_Reader", kv: dict, num_layers: int) -> KVSpec:
             raise BundleError(f"{r.path}: '{where}.{name}' ({template!r}) must contain '{{layer}}'")
     return KVSpec(**templates, dtype=KV_DTYPES[dtype_name],
                   num_kv_heads=r.get(kv, "num_kv_heads", int, where), head_dim=r.get(kv, "head_dim", int, where),
-                  window=tuple(window), keep=tuple(keep))
+                  window=tuple(window), keep=tuple(keep), mode=mode, capacity=tuple(capacity))
 
 
 class _Reader:

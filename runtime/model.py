@@ -19,7 +19,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .cache import KVCache
+from .cache import KVCache, new_cache
 from .engine import Cancelled, Engine
 from .errors import BundleError, ContextOverflowError
 from .manifest import Manifest, load_manifest
@@ -110,7 +110,7 @@ class Model:
     def new_cache(self, capacity: int | None = None) -> KVCache:
         """An empty KV cache; `capacity` (positions) is preallocated on the full-attention layers."""
         capacity = min(capacity or 256, self.max_context)
-        return KVCache(self.manifest.graph.kv, capacity=max(capacity, 1))
+        return new_cache(self.manifest.graph.kv, capacity=max(capacity, 1))
 
     def encode(self, text: str) -> list[int]:
         """Text -> token ids. Control-token strings such as `<|start|>` stay plain text."""

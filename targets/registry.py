@@ -67,7 +67,7 @@ TARGETS: dict[str, Target] = {
             ops=("com.microsoft.QMoE", "com.microsoft.GroupQueryAttention"),
             # MatMulNBits with int8 activations: at accuracy level 0 (fp32 activations) the 20b unembedding
             # alone took 5+ s per decode step on 2 cores; level 4 runs it at memory speed (docs/benchmarks.md).
-            options=_m(matmul_accuracy_level=4),
+            options=_m(matmul_accuracy_level=4, kv_cache="shared"),
         ),
     )
 }

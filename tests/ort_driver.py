@@ -1,7 +1,8 @@
 """A minimal, independent driver of a bundle's graph (the tests' own, not the runtime's).
 
-Feeds input_ids/position_ids and per-layer caches exactly as docs/bundle-format.md says, keeping the
-last `keep` positions of sliding layers, so the tests check the graph contract itself.
+Feeds input_ids/position_ids and per-layer caches exactly as docs/bundle-format.md says: in "concat" mode
+it keeps the last `keep` positions of sliding layers; in "shared" mode it feeds each layer's whole buffer
+back as it came out. The tests check the graph contract itself.
 """
 
 import json
@@ -21,9 +22,16 @@ class BundleDriver:
                                             providers=["CPUExecutionProvider"])
         self.layers = len(self.kv["window"])
 
-    def empty_cache(self):
-        shape = (1, self.kv["num_kv_heads"], 0, self.kv["head_dim"])
-        return [(np.zeros(shape, np.float32), np.zeros(shape, np.float32)) for _ in range(self.layers)]
+    @property
+    def shared(self) -> bool:
+        return self.kv.get("mode", "concat") == "shared"
+
+    def empty_cache(self, capacity: int = 512):
+        """concat mode: empty past; shared mode: zeroed buffers of the layer's capacity (full layers: `capacity`)."""
+        def shape(i):
+            rows = (self.kv["capacity"][i] or capacity) if self.shared else 0
+            return (1, self.kv["num_kv_heads"], rows, self.kv["head_dim"])
+        return [(np.zeros(shape(i), np.float32), np.zeros(shape(i), np.float32)) for i in range(self.layers)]
 
     def step(self, tokens: np.ndarray, start: int, cache):
         feeds = {"input_ids": tokens[None].astype(np.int64),
@@ -36,7 +44,7 @@ class BundleDriver:
         new_cache = []
         for i, keep in enumerate(self.kv["keep"]):
             k, v = out[f"present_key.{i}"], out[f"present_value.{i}"]
-            if keep is not None:
+            if keep is not None and not self.shared:     # shared buffers come back whole, as they went in
                 k, v = k[:, :, -keep:], v[:, :, -keep:]
             new_cache.append((k, v))
         return out["logits"][0], new_cache

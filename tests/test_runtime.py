@@ -353,3 +353,37 @@ def test_a_turn_that_overflows_leaves_the_history_unchanged(bundle):
         for _ in convo.send("Hello again", stream=True, max_new_tokens=200, temperature=0):
             pass
     assert convo.messages == before
+
+
+# ------------------------------------------------------------------------------- cache modes
+
+@pytest.fixture(scope="module")
+def portable_model(tiny_hf, tmp_path_factory):
+    from gptoss.export.bundle import export_bundle
+
+    return Model.load(export_bundle(tiny_hf, tmp_path_factory.mktemp("rt") / "portable", target="portable"))
+
+
+def test_both_cache_modes_generate_the_same_tokens(model, portable_model):
+    """cpu bundles share one buffer per layer (GQA writes in place); portable ones concatenate."""
+    assert model.manifest.graph.kv.mode == "shared" and portable_model.manifest.graph.kv.mode == "concat"
+    ids = model.encode(PROMPT)
+    assert greedy(model, ids, 40) == greedy(portable_model, ids, 40)
+
+
+@pytest.mark.parametrize("which", ["model", "portable_model"])
+def test_prefix_reuse_past_the_window_in_both_modes(which, request):
+    m = request.getfixturevalue(which)
+    cache = m.new_cache()
+    ids = m.encode(PROMPT)
+    first = greedy(m, ids, 30, cache=cache)                   # 42 cached: both caches are past the window
+    again = greedy(m, ids + first[:20] + m.encode(" and"), 8, cache=cache)
+    assert cache.last_reuse >= len(ids)
+    assert again == greedy(m, ids + first[:20] + m.encode(" and"), 8)
+
+
+def test_shared_cache_grows_without_changing_results(model):
+    cache = model.new_cache(capacity=4)                       # full layers start tiny and must grow
+    ids = model.encode(PROMPT)
+    assert greedy(model, ids, 20, cache=cache) == greedy(model, ids, 20)
+    assert cache.nbytes > 0 and cache.length == len(ids) + 19
