@@ -138,8 +138,7 @@ class KVCache:
         cp = _Checkpoint(n, logits=None if self.last_logits is None else self.last_logits.copy())
         for i, lay in enumerate(self._layers):
             if lay.keep is not None:
-                k, v = self.past(i)
-                cp.sliding[i] = (k.copy(), v.copy())
+                cp.sliding[i] = self._snapshot(i)
         self._checkpoints.append(cp)
         del self._checkpoints[:-self.max_checkpoints]
 
@@ -184,6 +183,11 @@ class KVCache:
         self._checkpoints.clear()
 
     # -------------------------------------------------------------- helpers
+    def _snapshot(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of a sliding layer's held keys and values (what a checkpoint keeps)."""
+        k, v = self.past(layer)
+        return k.copy(), v.copy()
+
     def _needs_checkpoints(self) -> bool:
         return any(lay.keep is not None for lay in self._layers)
 
@@ -304,16 +308,10 @@ class SharedKVCache(KVCache):
         self.tokens.extend([-1] * length)
         self.last_logits = None
 
-    def checkpoint(self) -> None:
-        n = self.length
-        if any(c.length == n for c in self._checkpoints) or not self._needs_checkpoints():
-            return
-        cp = _Checkpoint(n, logits=None if self.last_logits is None else self.last_logits.copy())
-        for i, lay in enumerate(self._layers):
-            if lay.keep is not None:
-                cp.sliding[i] = (lay.key[0].copy(), lay.value[0].copy())
-        self._checkpoints.append(cp)
-        del self._checkpoints[:-self.max_checkpoints]
+    def _snapshot(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
+        """A sliding layer's whole buffer: its row order depends on the length, so all of it is the state."""
+        lay = self._layers[layer]
+        return lay.key[0].copy(), lay.value[0].copy()
 
     def _can_truncate(self, s: int) -> bool:
         """Sliding layers that never compacted (N <= capacity) still hold positions 0..N-1 in rows 0..N-1."""
