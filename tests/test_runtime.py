@@ -166,6 +166,20 @@ def test_greedy_generation_matches_the_reference_far_past_the_window(model, refe
     assert ours == theirs
 
 
+def test_greedy_generation_matches_transformers_far_past_the_window(model, tiny_hf):
+    import torch
+    from transformers import GptOssForCausalLM, Mxfp4Config
+
+    hf = GptOssForCausalLM.from_pretrained(str(tiny_hf), quantization_config=Mxfp4Config(dequantize=True),
+                                           dtype=torch.float32, device_map="cpu").eval()
+    ids = model.encode(PROMPT)
+    n = 72
+    with torch.no_grad():
+        out = hf.generate(torch.tensor([ids]), max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                          pad_token_id=0)
+    assert greedy(model, ids, n) == out[0, len(ids):].tolist()
+
+
 def test_events_carry_incremental_text(model):
     events = list(model.generate(PROMPT, max_new_tokens=30, temperature=0, stop_tokens=()))
     assert all(isinstance(e, TokenEvent) for e in events)
