@@ -270,6 +270,8 @@ def main() -> None:
         entry["ours_cold_load_s"] = cold_load([sys.executable, BENCH / "ours.py", "measure", ours_bundle])
         if have_peer:
             entry["peer_cold_load_s"] = cold_load([args.peer_python, BENCH / "peer.py", "measure", peer_model])
+            entry["fidelity"] = run_json([sys.executable, BENCH / "fidelity.py", ckpt, ours_bundle, peer_model,
+                                          "--tokens", "64", "--peer-python", args.peer_python])
         results["slices"][layers] = entry
         (args.work / "benchmarks.json").write_text(json.dumps(results, indent=1, default=str))
 
@@ -304,6 +306,17 @@ def write_report(results: dict, md: Path, png: Path) -> None:
     lines += ["## Full width, 2 and 3 layers, side by side", ""]
     for L, (o, p) in best.items():
         lines += table_rows(f"{L}-layer slice", o, p, s[L].get("ours_cold_load_s"), s[L].get("peer_cold_load_s"))
+    fid = [(L, s[L]["fidelity"]) for L in s if s[L].get("fidelity", {}).get("ours")]
+    if fid:
+        lines += ["## Fidelity against the fp32 reference (same 64-token prompt, every position)", "",
+                  "| slice | side | relative logit error | max abs diff | top-1 agreement |", "|---|---|---|---|---|"]
+        for L, f in fid:
+            for side, name in (("ours", "gptoss (MXFP4 experts exact, int8 dense, fp32 router)"),
+                               ("peer", "onnxruntime-genai (int4 everything)")):
+                r = f[side]
+                lines.append(f"| {L} layers | {name} | {r['relative_error']:.2e} | {r['max_abs_diff']:.3g} | "
+                             f"{100 * r['top1_agreement']:.1f}% |")
+        lines.append("")
     if len(best) == 2:
         (o2, p2), (o3, p3) = best[SLICES[0]], best[SLICES[1]]
         eo, ep = extrapolate(o2, o3), extrapolate(p2, p3)
