@@ -33,7 +33,8 @@ BENCH = REPO / "bench"
 DOCS = REPO / "docs"
 PROMPTS = (128, 512, 2048)
 CONTEXTS = (1024, 8192, 32768)
-SLICES = (2, 3)
+SLICES = (1, 2, 3)
+PEER_CONTEXTS = (1024, 8192)     # 32k: one 1024-token prefill chunk needs 8.6 GB of attention scores there
 FULL_LAYERS = 24
 EXPORT_CLI = str(Path(sys.executable).parent / "gptoss-export")
 
@@ -99,8 +100,9 @@ def measure_ours(bundle: Path, contexts, fill: str) -> dict:
 
 
 def measure_peer(peer_python: str, model: Path, contexts) -> dict:
+    contexts = [c for c in contexts if c in PEER_CONTEXTS]
     return run_json([peer_python, BENCH / "peer.py", "measure", model, "--prompts", *PROMPTS,
-                     "--contexts", *contexts])
+                     "--contexts", *contexts, "--prefill-chunk", "1024"])
 
 
 def cold_load(cmd: list) -> float | None:
@@ -198,23 +200,16 @@ def _get(d, *keys):
     return d
 
 
-def per_layer(a: dict, b: dict, *keys) -> float | None:
-    """(value at 3 layers) - (value at 2 layers): the cost of one layer."""
-    va, vb = _get(a, *keys), _get(b, *keys)
-    return None if va is None or vb is None else vb - va
-
-
-def extrapolate(side2: dict, side3: dict) -> dict:
-    """24-layer estimates from the two slices: decode ms/token and prefill seconds for 2048 tokens."""
-    out = {}
-    for c in CONTEXTS:
-        d = per_layer(side2, side3, "contexts", c, "decode_ms")
-        base = _get(side2, "contexts", c, "decode_ms")
-        if d is not None and base is not None:
-            out[c] = {"per_layer_ms": d, "decode_ms_24": base + (FULL_LAYERS - 2) * d}
-    t2, t3 = _get(side2, "prompts", 2048, "ttft_s"), _get(side3, "prompts", 2048, "ttft_s")
-    if t2 is not None and t3 is not None:
-        out["ttft2048_24"] = t2 + (FULL_LAYERS - 2) * (t3 - t2)
+def extrapolate(one: dict, two: dict, three: dict) -> dict:
+    """24-layer estimates from the 1-, 2- and 3-layer slices. Layer 0 and 2 slide, layer 1 is full, so
+    full = L2 - L1 and sliding = L3 - L2, and 24 layers = L1 + 11 sliding + 12 full."""
+    def est(*keys):
+        v1, v2, v3 = (_get(x, *keys) for x in (one, two, three))
+        if None in (v1, v2, v3):
+            return None
+        return {"full": v2 - v1, "sliding": v3 - v2, "at24": v1 + 11 * (v3 - v2) + 12 * (v2 - v1)}
+    out = {c: est("contexts", c, "decode_ms") for c in CONTEXTS}
+    out["ttft"] = {n: est("prompts", n, "ttft_s") for n in PROMPTS}
     return out
 
 
@@ -303,7 +298,7 @@ def write_report(results: dict, md: Path, png: Path) -> None:
              "cpu, default schemes) and `gptoss.runtime`. Prompts are the same random text-token ids on both sides; "
              "decoding is greedy. Each number is the best of the rounds, ours and the peer's alternating in fresh "
              "processes (bench/ours.py, bench/peer.py).", ""]
-    lines += ["## Full width, 2 and 3 layers, side by side", ""]
+    lines += ["## Full width, 1, 2 and 3 layers, side by side", ""]
     for L, (o, p) in best.items():
         lines += table_rows(f"{L}-layer slice", o, p, s[L].get("ours_cold_load_s"), s[L].get("peer_cold_load_s"))
     fid = [(L, s[L]["fidelity"]) for L in s if s[L].get("fidelity", {}).get("ours")]
@@ -317,33 +312,41 @@ def write_report(results: dict, md: Path, png: Path) -> None:
                 lines.append(f"| {L} layers | {name} | {r['relative_error']:.2e} | {r['max_abs_diff']:.3g} | "
                              f"{100 * r['top1_agreement']:.1f}% |")
         lines.append("")
-    if len(best) == 2:
-        (o2, p2), (o3, p3) = best[SLICES[0]], best[SLICES[1]]
-        eo, ep = extrapolate(o2, o3), extrapolate(p2, p3)
+    if all(L in best for L in SLICES):
+        eo = extrapolate(*(best[L][0] for L in SLICES))
+        ep = extrapolate(*(best[L][1] for L in SLICES))
         lines += ["## Per layer, and extrapolated to 24 layers", "",
-                  "On a 2-layer slice the unembedding (201088 x 2880) dominates and hides what the layers cost; the "
-                  "difference between the 3- and 2-layer slices is the cost of one layer.", "",
+                  "On a small slice the unembedding (201088 x 2880) dominates and hides what the layers cost. Layers "
+                  "0 and 2 use the sliding window and layer 1 attends to everything, so the 2-layer minus 1-layer "
+                  "slice is one full-attention layer and 3 minus 2 one sliding layer; gpt-oss-20b = 1-layer slice "
+                  "+ 11 sliding + 12 full layers.", "",
                   "| | gptoss | onnxruntime-genai | gptoss advantage |", "|---|---|---|---|"]
         for c in CONTEXTS:
-            if c in eo and c in ep:
-                lines.append(f"| decode ms per layer per token, {c // 1024}k context | {eo[c]['per_layer_ms']:.2f} | "
-                             f"{ep[c]['per_layer_ms']:.2f} | {ratio(eo[c]['per_layer_ms'], ep[c]['per_layer_ms'], False)} |")
+            o, p = eo.get(c), ep.get(c)
+            if o:
+                lines.append(f"| decode ms per full / sliding layer, {c // 1024}k context | {o['full']:.2f} / "
+                             f"{o['sliding']:.2f} | " + (f"{p['full']:.2f} / {p['sliding']:.2f}" if p else "n/a")
+                             + " | |")
         for c in CONTEXTS:
-            if c in eo and c in ep:
-                lines.append(f"| decode tok/s at 24 layers (extrapolated), {c // 1024}k | {1e3 / eo[c]['decode_ms_24']:.2f} | "
-                             f"{1e3 / ep[c]['decode_ms_24']:.2f} | {ratio(ep[c]['decode_ms_24'], eo[c]['decode_ms_24'])} |")
-        if "ttft2048_24" in eo and "ttft2048_24" in ep:
-            lines.append(f"| time to first token, 2048-token prompt, 24 layers (extrapolated, s) | "
-                         f"{eo['ttft2048_24']:.1f} | {ep['ttft2048_24']:.1f} | {ratio(eo['ttft2048_24'], ep['ttft2048_24'], False)} |")
+            o, p = eo.get(c), ep.get(c)
+            if o:
+                lines.append(f"| **decode tok/s, 24 layers (extrapolated), {c // 1024}k context** | "
+                             f"{1e3 / o['at24']:.2f} | " + (f"{1e3 / p['at24']:.2f}" if p else "n/a") + " | "
+                             + (ratio(p['at24'], o['at24']) if p else "n/a") + " |")
+        for n in PROMPTS:
+            o, p = eo["ttft"].get(n), ep["ttft"].get(n)
+            if o and p:
+                lines.append(f"| time to first token, {n}-token prompt, 24 layers (extrapolated, s) | "
+                             f"{o['at24']:.1f} | {p['at24']:.1f} | {ratio(o['at24'], p['at24'], False)} |")
         lines.append("")
         for L in SLICES:
             b = s[L].get("peer_build", {})
-            if b:
-                lines.append(f"Peer builder, {L} layers: {b.get('wall_s', 0):.0f} s, peak RSS "
-                             f"{b.get('peak_rss_bytes', 0) / 2**30:.1f} GiB; ours exported the same slice with "
-                             f"{_gib(_get(s[L], 'ours_export', 'export_peak_rss_bytes')) or 0:.1f} GiB.")
-        lines += ["", "The peer's builder needs about 15 GB of RAM for a 2-layer slice, so a 24-layer build does not fit "
-                  "this 24 GB machine: the full model is compared through the per-layer extrapolation above.", ""]
+            if b.get("peak_rss_bytes"):
+                lines.append(f"- Peer builder, {L} layer(s): {b.get('wall_s', 0):.0f} s, peak RSS "
+                             f"{b['peak_rss_bytes'] / 2**30:.1f} GiB.")
+        lines += ["", "The peer's builder decodes every expert to bf16 while it works (about 1.6 GB more RSS per layer: "
+                  "~51 GB for 24 layers), so the full model cannot be built on this 24 GB machine; the full model is "
+                  "compared through the extrapolation above. Our exporter streams: 2.7 GB peak for all 24 layers.", ""]
     series = {f"gptoss, {L} layers": {c: v["decode_tok_s"] for c, v in best[L][0].get("contexts", {}).items()}
               for L in best}
     series.update({f"onnxruntime-genai, {L} layers": {c: v["decode_tok_s"]
