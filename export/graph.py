@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-from onnx import TensorProto
+from onnx import TensorProto, helper
 
 from .config import ModelConfig
 from .onnx_builder import GPTOSS_DOMAIN, Graph, LazyTensor
@@ -167,16 +167,11 @@ class PortableGraphBuilder:
             start = g.add_input("logits_from", TensorProto.INT64, [1])
             x = g.op("Slice", [x, start, g.const([1 << 62]), g.const([1])], "/model/logits_positions")
         unemb = self.dense("unembedding", cfg.hidden_size, cfg.vocab_size)
-        g.op("MatMul", [x, unemb], "/model/unembedding")
-        g.nodes[-1].output[0] = "logits"
+        g.node("MatMul", [x, unemb], "/model/unembedding", ["logits"])
         rows = {"all": "seq", "last": 1, "selectable": "logits_seq"}[self.logits]
-        g.outputs.insert(0, _value_info("logits", ["batch", rows, cfg.vocab_size]))
+        g.outputs.insert(0, helper.make_tensor_value_info("logits", TensorProto.FLOAT,
+                                                          ["batch", rows, cfg.vocab_size]))
         return g
-
-
-def _value_info(name, shape):
-    from onnx import helper
-    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
 
 
 def build_portable_graph(cfg: ModelConfig, read: Reader, logits: str = "all") -> Graph:
