@@ -221,6 +221,7 @@ def extrapolate(one: dict, two: dict, three: dict) -> dict:
         return {"full": v2 - v1, "sliding": v3 - v2, "at24": v1 + 11 * (v3 - v2) + 12 * (v2 - v1)}
     out = {c: est("contexts", c, "decode_ms") for c in CONTEXTS}
     out["ttft"] = {n: est("prompts", n, "ttft_s") for n in PROMPTS}
+    out["load"] = est("load_s")
     return out
 
 
@@ -230,7 +231,7 @@ def plot(path: Path, series: dict[str, dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(9.5, 4.2))
     for label, points in series.items():
         xs = sorted(points)
         if xs:
@@ -242,7 +243,7 @@ def plot(path: Path, series: dict[str, dict]) -> None:
     ax.set_ylabel("decode tok/s (2 threads)")
     ax.set_title("gpt-oss-20b shapes on 2 CPU cores: decode speed vs context")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -263,6 +264,8 @@ def main() -> None:
         return
     args.work.mkdir(parents=True, exist_ok=True)
     command = "python bench/benchmarks.py " + " ".join(sys.argv[1:])
+    previous = args.work / "benchmarks.json"
+    previous_full = json.loads(previous.read_text()).get("full") if previous.exists() else None
     have_peer = Path(args.peer_python).exists()
     results: dict = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                                  "mem_gib": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30,
@@ -287,13 +290,13 @@ def main() -> None:
         results["slices"][layers] = entry
         (args.work / "benchmarks.json").write_text(json.dumps(results, indent=1, default=str))
 
-    previous = args.work / "benchmarks.json"
-    if args.skip_full and previous.exists() and "full" in json.loads(previous.read_text()):
-        results["full"] = json.loads(previous.read_text())["full"]        # keep the last full-size run
+    if args.skip_full and previous_full:
+        results["full"] = previous_full                                     # keep the last full-size run
     if not args.skip_full:
         ckpt = ensure_checkpoint(args.work, FULL_LAYERS)
         bundle, export_info = ensure_ours(args.work, ckpt, FULL_LAYERS, args.rebuild)
-        full = {"ours_export": export_info, "ours_runs": [measure_ours(bundle, CONTEXTS, "synthetic")]}
+        full = {"ours_export": export_info, "ours_runs": [measure_ours(bundle, CONTEXTS, "synthetic")],
+                "command": command}
         full["ours_cold_load_s"] = cold_load([sys.executable, BENCH / "ours.py", "measure", bundle])
         full["bytes_per_token"] = bytes_per_token(bundle)
         results["full"] = full
@@ -332,6 +335,7 @@ def write_report(results: dict, md: Path, png: Path) -> None:
                 lines.append(f"| {L} layers | {name} | {r['relative_error']:.2e} | {r['max_abs_diff']:.3g} | "
                              f"{100 * r['top1_agreement']:.1f}% |")
         lines.append("")
+    eo = ep = None
     if all(L in best for L in SLICES):
         eo = extrapolate(*(best[L][0] for L in SLICES))
         ep = extrapolate(*(best[L][1] for L in SLICES))
@@ -358,6 +362,9 @@ def write_report(results: dict, md: Path, png: Path) -> None:
             if o and p:
                 lines.append(f"| time to first token, {n}-token prompt, 24 layers (extrapolated, s) | "
                              f"{o['at24']:.1f} | {p['at24']:.1f} | {ratio(o['at24'], p['at24'], False)} |")
+        if eo.get("load") and ep.get("load"):
+            lines.append(f"| load, warm, 24 layers (extrapolated, s) | {eo['load']['at24']:.1f} | "
+                         f"{ep['load']['at24']:.1f} | {ratio(eo['load']['at24'], ep['load']['at24'], False)} |")
         lines.append("")
         for L in SLICES:
             b = s[L].get("peer_build", {})
@@ -372,6 +379,8 @@ def write_report(results: dict, md: Path, png: Path) -> None:
     series.update({f"onnxruntime-genai, {L} layers": {c: v["decode_tok_s"]
                                                        for c, v in best[L][1].get("contexts", {}).items()}
                    for L in best})
+    if ep:
+        series["onnxruntime-genai, 24 layers (extrapolated)"] = {c: 1e3 / ep[c]["at24"] for c in CONTEXTS if ep.get(c)}
     full = results.get("full")
     if full:
         f = best_of(full["ours_runs"])
@@ -379,6 +388,8 @@ def write_report(results: dict, md: Path, png: Path) -> None:
         floor = results["bandwidth_gbs"] * 1e9 / bpt["total"]
         d1 = _get(f, "contexts", 1024, "decode_tok_s")
         lines += ["## gpt-oss-20b, all 24 layers (ours)", "",
+                  f"Measured by `{full.get('command', results['command'])}` (the slices above may come from a later "
+                  "run with `--skip-full`, which keeps this section).", "",
                   "Decode contexts are filled with random keys and values (`--fill synthetic`): a decode step "
                   "costs the same whatever the cached values are, and prefilling 32k tokens on 2 cores would take "
                   "most of an hour.", "",
