@@ -5,7 +5,7 @@
 
 Prints the call's wall time and the kernel time per op type (the second of two identical calls).
 """
-import onnxruntime as ort, numpy as np, json, sys, glob, os, collections
+import onnxruntime as ort, numpy as np, json, sys, os, collections
 b = sys.argv[1]; T = int(sys.argv[2])
 m = json.load(open(f"{b}/manifest.json")); kv = m["graph"]["kv_cache"]
 so = ort.SessionOptions(); so.intra_op_num_threads = 2; so.enable_profiling = True

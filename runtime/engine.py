@@ -114,7 +114,7 @@ class Engine:
         _bind(binding.bind_output, g.logits, out)
         try:
             self.session.run_with_iobinding(binding, run_options)
-        except Exception as e:  # ORT raises its own exception types
+        except Exception:  # ORT raises its own exception types
             if run_options is not None and run_options.terminate:
                 raise Cancelled() from None
             raise

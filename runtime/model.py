@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from .engine import Cancelled, Engine
 from .errors import BundleError, ContextOverflowError
 from .manifest import Manifest, load_manifest
 from .sampling import SamplingParams, sample
+
+if TYPE_CHECKING:  # imported lazily at run time: chat pulls in harmony
+    from .chat import Conversation
 from .session import SessionInfo, create_session
 
 # Without `max_context` the context is the model's, capped here: the cache grows on demand, but a

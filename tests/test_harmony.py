@@ -1,17 +1,11 @@
 """Harmony rendering matches openai-harmony token for token; the parser recovers what was said."""
 
-import os
+import random
 
-os.environ.setdefault("TIKTOKEN_CACHE_DIR", "/work/shared/tiktoken")
-os.environ.setdefault("TIKTOKEN_RS_CACHE_DIR", "/work/shared/tiktoken")
+import pytest
 
-import json  # noqa: E402
-import random  # noqa: E402
-
-import pytest  # noqa: E402
-
-from gptoss.runtime import harmony as H  # noqa: E402
-from gptoss.runtime.tokenizer import Tokenizer  # noqa: E402
+from gptoss.runtime import harmony as H
+from gptoss.runtime.tokenizer import Tokenizer
 
 oh = pytest.importorskip("openai_harmony")
 

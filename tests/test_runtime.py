@@ -4,7 +4,6 @@ Golden: greedy generation from an fp32 bundle equals greedy decoding with the Py
 more than 64 tokens past the sliding window (tiny preset: window 8).
 """
 
-import json
 import subprocess
 import sys
 import threading

@@ -1,20 +1,15 @@
 """The bundle tokenizer and the checkpoint tokenizer files both reproduce tiktoken's o200k_harmony."""
 
-import os
+import json
+import shutil
+import tempfile
 
-os.environ.setdefault("TIKTOKEN_CACHE_DIR", "/work/shared/tiktoken")
-os.environ.setdefault("TIKTOKEN_RS_CACHE_DIR", "/work/shared/tiktoken")
+import pytest
+import tiktoken
 
-import json  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
-
-import pytest  # noqa: E402
-import tiktoken  # noqa: E402
-
-from gptoss.export import tokenizer_files as tf  # noqa: E402
-from gptoss.export.errors import CheckpointError  # noqa: E402
-from gptoss.runtime.tokenizer import Tokenizer, TokenizerError, load_encoding  # noqa: E402
+from gptoss.export import tokenizer_files as tf
+from gptoss.export.errors import CheckpointError
+from gptoss.runtime.tokenizer import Tokenizer, TokenizerError, load_encoding
 
 TEXTS = [
     "Hello, world!",
