@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from gptoss.export.errors import ExportError
-
-PARTS = ("experts", "attention", "router", "embedding", "unembedding")
+from gptoss.quant.schemes import PARTS  # the one vocabulary of model parts  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,7 @@ TARGETS: dict[str, Target] = {
             execution_provider="CPUExecutionProvider",
             passes=("moe_to_qmoe", "attention_to_gqa", "dense_to_matmul_nbits", "embedding_to_gather_quantized"),
             quant=_m(experts="mxfp4", attention="int8", router="fp32", embedding="int8", unembedding="int8"),
-            allowed=_m(experts=("mxfp4",), attention=("fp32", "int8", "int4"), router=("fp32", "int8"),
+            allowed=_m(experts=("mxfp4",), attention=("fp32", "int8", "int4"), router=("fp32",),
                        embedding=("fp32", "fp16", "int8", "int4"), unembedding=("fp32", "int8", "int4")),
             session_options=_m(graph_optimization_level="ORT_ENABLE_ALL"),
             ops=("com.microsoft.QMoE", "com.microsoft.GroupQueryAttention"),
