@@ -82,19 +82,16 @@ def attention_to_gqa(graph: Graph, cfg, schemes: dict[str, str], options=None) -
     """gptoss.Attention -> GroupQueryAttention with head_sink and local_window_size = window; RoPE applied by
     the op from cos/sin caches at the explicit position_ids.
 
-    options["kv_cache"]:
-      "concat" (default): the portable contract: present = past + the new rows; lengths relative to the
-                          buffer (the runtime trims sliding layers to window - 1).
-      "shared":           past and present are one preallocated buffer per layer [B, kv, capacity, hd] that the
-                          runtime binds as both: no copy of the cache per step. Lengths are absolute (from
-                          position_ids); full layers write at their position, sliding layers use the op's own
-                          window cache (sliding_window_cache=1, capacity >= window).
+    The lowered graph speaks the "shared" KV contract (options["kv_cache"], written into the manifest): past and
+    present are one preallocated buffer per layer [B, kv, capacity, hd] that the runtime binds as both, so no step
+    copies the cache. Lengths are absolute (from position_ids); full layers write at their positions, sliding
+    layers use the op's own window cache (sliding_window_cache=1, capacity >= window).
     """
     from gptoss.export.model import yarn_inv_freq
 
-    kv_mode = (options or {}).get("kv_cache", "concat")
-    if kv_mode not in ("concat", "shared"):
-        raise ExportError(f"unknown kv_cache mode {kv_mode!r}; known: concat, shared")
+    kv_mode = (options or {}).get("kv_cache")
+    if kv_mode != "shared":
+        raise ExportError(f"attention_to_gqa lowers to shared KV buffers; the target row says kv_cache={kv_mode!r}")
     max_pos = cfg.max_position_embeddings
     inv_freq, concentration = yarn_inv_freq(cfg)
 
@@ -107,42 +104,21 @@ def attention_to_gqa(graph: Graph, cfg, schemes: dict[str, str], options=None) -
     half = cfg.head_dim // 2
     cos = graph.weight(LazyTensor("model.rotary.cos_cache", (max_pos, half), np.float32, table(np.cos), "attention"))
     sin = graph.weight(LazyTensor("model.rotary.sin_cache", (max_pos, half), np.float32, table(np.sin), "attention"))
-    shared_lengths = _absolute_lengths(graph) if kv_mode == "shared" else None
+    seqlens, total = _absolute_lengths(graph)
     for node in graph.nodes_of("Attention", GPTOSS_DOMAIN):
         q, k, v, past_k, past_v, _cos, _sin, sinks = node.input
         attrs = _attrs(node)
         window = attrs["window"]
-        if shared_lengths:
-            new, (seqlens, total) = [], shared_lengths
-        else:
-            new, (seqlens, total) = _relative_lengths(graph, node.name, past_k, q)
-        extra = {"sliding_window_cache": 1} if kv_mode == "shared" and window > 0 else {}
+        sliding = {"local_window_size": window, "sliding_window_cache": 1} if window > 0 else {"local_window_size": -1}
         gqa = helper.make_node(
             "GroupQueryAttention",
             [q, k, v, past_k, past_v, seqlens, total, cos, sin, "position_ids", "", sinks],
             list(node.output), name=node.name, domain=MS_DOMAIN,
             num_heads=attrs["num_heads"], kv_num_heads=attrs["kv_num_heads"], do_rotary=1, rotary_interleaved=0,
-            local_window_size=window if window > 0 else -1, **extra)
-        _replace_node(graph, node, new + [gqa])
+            **sliding)
+        _replace_node(graph, node, [gqa])
     graph.opsets.setdefault(MS_DOMAIN, 1)
     return graph
-
-
-def _relative_lengths(graph: Graph, prefix: str, past_k: str, q: str):
-    """seqlens_k [B] and total_sequence_length (int32) from the buffer: past rows + new rows."""
-    new = []
-
-    def op(op_type, inputs, suffix, **kw):
-        out = f"{prefix}/{suffix}"
-        new.append(helper.make_node(op_type, inputs, [out], name=out, **kw))
-        return out
-
-    past_len = op("Gather", [op("Shape", [past_k], "past_shape"), graph.const(2)], "past_len", axis=0)
-    new_len = op("Gather", [op("Shape", [q], "q_shape"), graph.const(1)], "new_len", axis=0)
-    total = op("Cast", [op("Add", [past_len, new_len], "total64")], "total", to=TensorProto.INT32)
-    batch = op("Gather", [op("Shape", [q], "q_shape_b"), graph.const([0])], "batch", axis=0)
-    seqlens = op("Expand", [op("Sub", [total, graph.const(1, np.int32)], "last"), batch], "seqlens_k")
-    return new, (seqlens, total)
 
 
 def _absolute_lengths(graph: Graph) -> tuple[str, str]:

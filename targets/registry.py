@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from gptoss.export.errors import ExportError
-from gptoss.quant.schemes import PARTS  # the one vocabulary of model parts  # noqa: F401 (re-exported)
+from gptoss.quant.schemes import PARTS  # the one vocabulary of model parts, re-exported
+
+__all__ = ["PARTS", "TARGETS", "Target", "get_target"]
 
 
 @dataclass(frozen=True)
