@@ -60,12 +60,10 @@ def _raw(read: Reader, name: str) -> Callable[[], np.ndarray]:
 class PortableGraphBuilder:
     """Emits the portable graph of a config; weights come from `read(canonical_name)`."""
 
-    def __init__(self, cfg: ModelConfig, read: Reader, logits: str = "all", dense_experts: bool = False):
+    def __init__(self, cfg: ModelConfig, read: Reader, logits: str = "all"):
+        """`read` serves MXFP4 experts (bundle.mxfp4_reader re-encodes those of dense checkpoints)."""
         if logits not in LOGITS_MODES:
             raise ValueError(f"logits must be one of {LOGITS_MODES}, got {logits!r}")
-        if dense_experts:
-            raise NotImplementedError("dense-expert checkpoints are exported by re-encoding to MXFP4 "
-                                      "(see bundle.py); the graph takes MXFP4 experts")
         self.cfg, self.read, self.logits = cfg, read, logits
         self.g = Graph(source=read)
 

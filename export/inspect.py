@@ -101,9 +101,10 @@ def format_report(info: dict) -> str:
     return "\n".join(lines)
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+def _size(n: float) -> str:
+    if n < 1024:
+        return f"{n:.0f} B"
+    for unit in ("KiB", "MiB", "GiB"):
         n /= 1024
-    return f"{n} B"  # pragma: no cover
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}"

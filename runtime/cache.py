@@ -60,11 +60,13 @@ class KVCache:
         self.last_reuse = 0             # prompt tokens the last `reuse` kept
         self.max_checkpoints = max_checkpoints
         self._checkpoints: list[_Checkpoint] = []
-        self._layers = []
-        for keep in spec.keep:
-            cap = capacity if keep is None else keep + 1
-            self._layers.append(_Layer(keep, [self._alloc(cap), self._alloc(cap)],
-                                       [self._alloc(cap), self._alloc(cap)], cap))
+        self._layers = [self._new_layer(i, capacity) for i in range(spec.num_layers)]
+
+    def _new_layer(self, i: int, capacity: int) -> _Layer:
+        """Two buffers used in turn; sliding layers hold keep + 1 positions, full ones `capacity` (growing)."""
+        keep = self.spec.keep[i]
+        cap = capacity if keep is None else keep + 1
+        return _Layer(keep, [self._alloc(cap), self._alloc(cap)], [self._alloc(cap), self._alloc(cap)], cap)
 
     # ---------------------------------------------------------------- facts
     @property
@@ -254,19 +256,12 @@ class SharedKVCache(KVCache):
     go back to any length only while it never compacted (N <= C), else to a checkpoint (a copy of its C rows).
     """
 
-    def __init__(self, spec: KVSpec, capacity: int = 256, max_checkpoints: int = 4):
-        self.spec = spec
-        self._kv, self._hd = spec.num_kv_heads, spec.head_dim
-        self.tokens = []
-        self.last_logits = None
-        self.last_reuse = 0
-        self.max_checkpoints = max_checkpoints
-        self._checkpoints = []
-        self._layers = []
-        for keep, cap in zip(spec.keep, spec.capacity):
-            rows = cap if cap is not None else capacity + 1
-            self._layers.append(_Layer(keep, [np.zeros(self._kv * rows * self._hd, spec.dtype)],
-                                       [np.zeros(self._kv * rows * self._hd, spec.dtype)], rows))
+    def _new_layer(self, i: int, capacity: int) -> _Layer:
+        """One zeroed buffer per layer: the manifest's fixed capacity (sliding) or `capacity` + 1 rows (full)."""
+        keep, fixed = self.spec.keep[i], self.spec.capacity[i]
+        rows = fixed if fixed is not None else capacity + 1
+        zeros = lambda: np.zeros(self._kv * rows * self._hd, self.spec.dtype)  # noqa: E731
+        return _Layer(keep, [zeros()], [zeros()], rows)
 
     def held(self, layer: int) -> int:
         lay, n = self._layers[layer], self.length
