@@ -45,7 +45,7 @@ class Ours:
         cache = m.new_cache(n + 1)
         ids = prompt_ids(n, seed).tolist()
         t0 = time.perf_counter()
-        logits = m.engine.prefill(cache, ids, m.prefill_chunk)
+        logits = m.engine.prefill(cache, ids)
         prefill_s = time.perf_counter() - t0
         int(np.argmax(logits))                       # the first greedy token
         ttft = time.perf_counter() - t0
@@ -58,18 +58,17 @@ class Ours:
         cache = m.new_cache(context + new_tokens + 1)
         t0 = time.perf_counter()
         if fill == "prefill":
-            logits = m.engine.prefill(cache, prompt_ids(context, seed).tolist(), m.prefill_chunk)
+            logits = m.engine.prefill(cache, prompt_ids(context, seed).tolist())
         else:
             cache.fill_random(context, seed)
-            logits = m.engine.prefill(cache, prompt_ids(1, seed).tolist(), m.prefill_chunk)
+            logits = m.engine.prefill(cache, prompt_ids(1, seed).tolist())
         prefill_s = time.perf_counter() - t0
         token = int(np.argmax(logits))
-        buf = m.engine.logits_buffer(1)
+        buf = m.engine.logits_buffer()
         steps, tokens = [], [token]
         for _ in range(new_tokens):
             t1 = time.perf_counter()
-            out = m.engine.run(cache, np.array([token], dtype=np.int64), buf)
-            token = int(np.argmax(out[0, -1]))
+            token = int(np.argmax(m.engine.decode(cache, token, buf)))
             steps.append(time.perf_counter() - t1)
             tokens.append(token)
         steps_sorted = sorted(steps)
@@ -88,9 +87,9 @@ def measure(bundle: Path, threads: int = 2, prompts=(128, 512, 2048), contexts=(
             seed: int = 0, fill: str = "prefill", warmup: bool = True) -> dict:
     ours = Ours(bundle, threads)
     log(f"loaded in {ours.load_s:.2f} s, RSS {ours.rss_after_load_bytes / 2**30:.2f} GiB")
-    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest = ours.model.manifest
     result = {"bundle": str(bundle), "threads": threads, "model_bytes": dir_bytes(bundle),
-              "num_hidden_layers": manifest["model"]["num_hidden_layers"], "quant": manifest["quant"],
+              "num_hidden_layers": manifest.num_layers, "quant": manifest.quant,
               "load_s": ours.load_s, "load_peak_rss_bytes": ours.load_peak_rss_bytes,
               "rss_after_load_bytes": ours.rss_after_load_bytes, "warmup_s": ours.warmup() if warmup else None,
               "prompts": [], "contexts": [], "loadavg_start": os.getloadavg()}

@@ -32,7 +32,7 @@ def measure(ckpt: Path, work: Path, tokens: np.ndarray) -> list[dict]:
     import torch
 
     from gptoss.export import load_model
-    from gptoss.export.bundle import export_bundle
+    from gptoss.compile.pipeline import export_bundle
     from gptoss.runtime import Model
 
     reference = load_model(ckpt)(torch.from_numpy(tokens)).numpy()

@@ -290,3 +290,26 @@ def _check_dtypes_json(path: Path, tensors: dict[str, _Located]) -> None:
         if _ORIGINAL_DTYPES.get(name) != stored:
             raise CheckpointError(f"{path}: tensor {key!r} is listed as {name!r}, "
                                   f"but {tensors[key].file.path} stores it as {stored}")
+
+
+def mxfp4_reader(ckpt: Checkpoint):
+    """A reader of canonical tensors that serves MXFP4 experts even from dense checkpoints (re-encoded, one
+    tensor pair at a time)."""
+    if not ckpt.dense_experts:
+        return ckpt.read
+    from gptoss.quant.mxfp4 import encode_mxfp4
+
+    cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def read(name: str) -> np.ndarray:
+        if name.endswith((".blocks", ".scales")):
+            base = name.rsplit(".", 1)[0]
+            if base not in cache:
+                cache.clear()
+                w = np.asarray(ckpt.read(base + ".weight"), dtype=np.float32)
+                cache[base] = encode_mxfp4(w, name=base + ".weight")
+            blocks, scales = cache[base]
+            return blocks if name.endswith(".blocks") else scales
+        return ckpt.read(name)
+
+    return read

@@ -1,8 +1,6 @@
-"""Errors a user can cause. Each message names the file, tensor or argument at fault."""
+"""Errors a user can cause on the exporter side. Each message names the file, tensor or argument at fault."""
 
-
-class GptOssError(Exception):
-    """Base class of every error this project raises on purpose."""
+from gptoss.errors import GptOssError
 
 
 class CheckpointError(GptOssError):

@@ -7,12 +7,19 @@
                                                                window = 128 | 0)
         x = x + out @ Wo + bo
         h = RMSNorm(x) ; r = h @ Wrouter + b
-        x = x + gptoss.MoE(h, r, MXFP4 gate_up / down blocks, scales, biases; top_k, swiglu_limit)
-    logits = RMSNorm(x) [last position only, if asked] @ Wunembedding
+        x = x + gptoss.MoE(h, r, MXFP4 gate_up / down blocks, scales, biases; top_k, swiglu_limit, swiglu_alpha)
+    logits = RMSNorm(x) [positions asked for] @ Wunembedding
 
-The graph is built from the config alone; weights are `LazyTensor`s read from the checkpoint when the
-bundle is written, so the whole export streams one tensor at a time. Dense weights are stored as the
-MatMul's B operand ([in, out], fp32) in this portable form; target lowering passes repack them.
+The graph is built from the config alone; weights are `LazyTensor`s read from the checkpoint when the bundle is
+written, so the whole export streams one tensor at a time. Dense weights are stored as the MatMul's B operand
+([in, out], fp32) in this portable form; target lowering passes repack them.
+
+The target's KV dtype and shape regime shape the graph (and the contract it returns, which the manifest records):
+  * Dynamic: any batch and length, the "concat" cache (gptoss.Attention computes its band mask itself);
+  * Static(chunk, context), for one graph of `tokens` (chunk or 1) per call: batch 1, fixed dimensions
+    everywhere, the "static" cache (fixed-capacity buffers in, the new rows out) and gptoss.MaskedAttention with
+    one explicit mask input per window (bundle.names.attention_bias);
+  * a float16 KV cache computes attention in float16 (q, k, v, cos, sin and sinks are cast on the way in).
 """
 
 from __future__ import annotations
@@ -22,22 +29,24 @@ from typing import Callable
 import numpy as np
 from onnx import TensorProto, helper
 
+from gptoss.bundle import names
+from gptoss.bundle.kv import KVContract, static_capacity
+from gptoss.bundle.manifest import LOGITS_MODES, GraphContract
+from gptoss.bundle.shapes import Dynamic, Shapes, Static
+from gptoss.ir.graph import GPTOSS_DOMAIN, MAX_POSITIONS, ROTARY_CONCENTRATION, ROTARY_INV_FREQ, Graph, LazyTensor
+
 from .config import ModelConfig
-from .onnx_builder import GPTOSS_DOMAIN, Graph, LazyTensor
 from .onnx_ops import attention_function, moe_function
+from .ops import SWIGLU_ALPHA
 
 Reader = Callable[[str], np.ndarray]   # canonical name -> array (see layout.py)
-
-# Which positions get logits: every one ("all"), the last one ("last"), or from the position given by the
-# graph input `logits_from` [1] on ("selectable": 0 to score a sequence, T-1 to generate). The unembedding
-# is the largest matmul of a decode step and, for a prompt, T times that: compute only what is needed.
-LOGITS_MODES = ("all", "last", "selectable")
 
 PART_OF = {
     "embedding": "embedding", "unembedding": "unembedding",
     "qkv": "attention", "out": "attention", "sinks": "attention",
     "router": "router", "experts": "experts",
 }
+ONNX_DTYPE = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16}
 
 
 def part_of(canonical: str) -> str:
@@ -60,12 +69,24 @@ def _raw(read: Reader, name: str) -> Callable[[], np.ndarray]:
 class PortableGraphBuilder:
     """Emits the portable graph of a config; weights come from `read(canonical_name)`."""
 
-    def __init__(self, cfg: ModelConfig, read: Reader, logits: str = "all"):
-        """`read` serves MXFP4 experts (bundle.mxfp4_reader re-encodes those of dense checkpoints)."""
+    def __init__(self, cfg: ModelConfig, read: Reader, logits: str = "all", kv_dtype: str = "float32",
+                 shapes: Shapes = Dynamic(), tokens: int | None = None):
+        """`read` serves MXFP4 experts (the pipeline re-encodes those of dense checkpoints). `tokens`: the tokens
+        per call of this graph when `shapes` is Static (its chunk, or 1 for the decode graph)."""
         if logits not in LOGITS_MODES:
             raise ValueError(f"logits must be one of {LOGITS_MODES}, got {logits!r}")
-        self.cfg, self.read, self.logits = cfg, read, logits
-        self.g = Graph(source=read)
+        if isinstance(shapes, Static) and (logits != "all" or tokens not in (shapes.chunk, 1)):
+            raise ValueError(f"a static graph returns every position's logits and takes chunk ({shapes.chunk}) "
+                             f"or 1 tokens; got logits={logits!r}, tokens={tokens!r}")
+        self.cfg, self.read, self.logits, self.shapes = cfg, read, logits, shapes
+        self.static = isinstance(shapes, Static)
+        self.kv = KVContract.for_windows(
+            "static" if self.static else "concat", cfg.windows, dtype=kv_dtype,
+            num_kv_heads=cfg.num_key_value_heads, head_dim=cfg.head_dim,
+            capacity=[static_capacity(w, shapes.context) for w in cfg.windows] if self.static else None)
+        self.kv_type = ONNX_DTYPE[kv_dtype]
+        self.batch, self.seq = (1, tokens) if self.static else ("batch", "seq")
+        self.g = Graph(source=read, meta={MAX_POSITIONS: cfg.max_position_embeddings})
 
     # ------------------------------------------------------------------ weights
     def dense(self, canonical: str, in_dim: int, out_dim: int) -> str:
@@ -101,22 +122,53 @@ class PortableGraphBuilder:
         inv_freq, concentration = yarn_inv_freq(self.cfg)
         pos = g.op("Unsqueeze", [g.op("Cast", [position_ids], "/model/rotary/pos", to=TensorProto.FLOAT),
                                  g.const([-1])], "/model/rotary/pos_col")
-        freqs = g.op("Mul", [pos, g.const(inv_freq.numpy(), np.float32)], "/model/rotary/freqs")
-        conc = g.const(concentration, np.float32)
+        freqs = g.op("Mul", [pos, g.named_const(ROTARY_INV_FREQ, inv_freq.numpy())], "/model/rotary/freqs")
+        conc = g.named_const(ROTARY_CONCENTRATION, concentration)
         cos = g.op("Mul", [g.op("Cos", [freqs], "/model/rotary/cos_raw"), conc], "/model/rotary/cos")
         sin = g.op("Mul", [g.op("Sin", [freqs], "/model/rotary/sin_raw"), conc], "/model/rotary/sin")
         return cos, sin
 
-    def attention(self, x: str, i: int, cos: str, sin: str, past_k: str, past_v: str) -> str:
+    def cache_io(self, i: int) -> tuple[str, str]:
+        """Layer i's past_key / past_value inputs and present_key / present_value outputs; returns the inputs."""
+        kv, hd, g = self.cfg.num_key_value_heads, self.cfg.head_dim, self.g
+        past_rows = self.kv.capacity[i] if self.static else f"past_{i}"
+        present_rows = self.seq if self.static else f"present_{i}"
+        past = [g.add_input(name, self.kv_type, [self.batch, kv, past_rows, hd])
+                for name in (names.past_key(i), names.past_value(i))]
+        for name in (names.present_key(i), names.present_value(i)):
+            g.add_output(name, self.kv_type, [self.batch, kv, present_rows, hd])
+        return past[0], past[1]
+
+    def attention_bias(self, i: int) -> list[str]:
+        """Static graphs: the mask input of layer i's window, [1, 1, T, capacity + T] (declared once)."""
+        if not self.static:
+            return []
+        name = names.attention_bias(self.cfg.window(i))
+        if name not in self.g.input_names():
+            self.g.add_input(name, self.kv_type, [1, 1, self.seq, self.kv.capacity[i] + self.seq])
+        return [name]
+
+    def to_kv_dtype(self, values: list[str], name: str) -> list[str]:
+        """Float inputs of an attention node cast to the cache's dtype (a float16 cache computes in float16)."""
+        if self.kv_type == TensorProto.FLOAT:
+            return values
+        return [self.g.op("Cast", [v], f"{name}/cast_{k}", to=self.kv_type) for k, v in enumerate(values)]
+
+    def attention(self, x: str, i: int, cos: str, sin: str) -> str:
         cfg, g, p = self.cfg, self.g, f"/model/layers.{i}/attn"
+        past_k, past_v = self.cache_io(i)
         h = self.rms_norm(x, f"layers.{i}.attn_norm", f"{p}/norm")
         qkv = self.linear(h, f"layers.{i}.qkv", cfg.hidden_size, cfg.qkv_dim, f"{p}/qkv")
         q, k, v = g.node("Split", [qkv, g.const([cfg.q_dim, cfg.kv_dim, cfg.kv_dim])], f"{p}/split", 3, axis=-1)
         sinks = self.vector(f"layers.{i}.sinks", cfg.num_attention_heads)
-        out, _, _ = g.node("Attention", [q, k, v, past_k, past_v, cos, sin, sinks], f"{p}/attention",
-                           [f"{p}/attention/out", f"present_key.{i}", f"present_value.{i}"], domain=GPTOSS_DOMAIN,
-                           num_heads=cfg.num_attention_heads, kv_num_heads=cfg.num_key_value_heads,
-                           window=cfg.window(i))
+        q, k, v, cos, sin, sinks = self.to_kv_dtype([q, k, v, cos, sin, sinks], f"{p}/attention")
+        heads = dict(num_heads=cfg.num_attention_heads, kv_num_heads=cfg.num_key_value_heads)
+        op, attrs = ("MaskedAttention", heads) if self.static else ("Attention", {**heads, "window": cfg.window(i)})
+        out, _, _ = g.node(op, [q, k, v, past_k, past_v, cos, sin, sinks, *self.attention_bias(i)],
+                           f"{p}/attention", [f"{p}/attention/out", names.present_key(i), names.present_value(i)],
+                           domain=GPTOSS_DOMAIN, **attrs)
+        if self.kv_type != TensorProto.FLOAT:
+            out = g.op("Cast", [out], f"{p}/attention/out_f32", to=TensorProto.FLOAT)
         o = self.linear(out, f"layers.{i}.out", cfg.q_dim, cfg.hidden_size, f"{p}/out")
         return g.op("Add", [x, o], f"{p}/residual")
 
@@ -134,43 +186,42 @@ class PortableGraphBuilder:
                    self.packed(f"{e}.down.scales", (E, H, I // 32)),
                    self.vector(f"{e}.down.bias", (E, H))]
         y = g.op("MoE", [rows, router_logits, *weights], f"{p}/experts", domain=GPTOSS_DOMAIN,
-                 top_k=cfg.experts_per_token, swiglu_limit=float(cfg.swiglu_limit))
+                 top_k=cfg.experts_per_token, swiglu_limit=float(cfg.swiglu_limit), swiglu_alpha=SWIGLU_ALPHA)
         y = g.op("Reshape", [y, g.op("Shape", [x], f"{p}/shape")], f"{p}/unflatten")
         return g.op("Add", [x, y], f"{p}/residual")
 
+    def unembedding(self, x: str) -> None:
+        cfg, g = self.cfg, self.g
+        x = self.rms_norm(x, "final_norm", "/model/norm")
+        if self.logits == "last":
+            x = g.op("Slice", [x, g.const([-1]), g.const([1 << 62]), g.const([1])], "/model/last_position")
+        elif self.logits == "selectable":
+            start = g.add_input(names.LOGITS_FROM, TensorProto.INT64, [1])
+            x = g.op("Slice", [x, start, g.const([1 << 62]), g.const([1])], "/model/logits_positions")
+        g.node("MatMul", [x, self.dense("unembedding", cfg.hidden_size, cfg.vocab_size)], "/model/unembedding",
+               [names.LOGITS])
+        rows = {"all": self.seq, "last": 1, "selectable": "logits_seq"}[self.logits]
+        g.outputs.insert(0, helper.make_tensor_value_info(names.LOGITS, TensorProto.FLOAT,
+                                                          [self.batch, rows, cfg.vocab_size]))
+
     # ------------------------------------------------------------------ whole graph
-    def build(self) -> Graph:
+    def build(self) -> tuple[Graph, GraphContract]:
         cfg, g = self.cfg, self.g
         g.use_function(moe_function())
-        g.use_function(attention_function())
-        ids = g.add_input("input_ids", TensorProto.INT64, ["batch", "seq"])
-        pos = g.add_input("position_ids", TensorProto.INT64, ["batch", "seq"])
+        g.use_function(attention_function(masked=self.static))
+        ids = g.add_input(names.INPUT_IDS, TensorProto.INT64, [self.batch, self.seq])
+        pos = g.add_input(names.POSITION_IDS, TensorProto.INT64, [self.batch, self.seq])
         cos, sin = self.rotary_tables(pos)
         emb = g.weight(LazyTensor("model.embedding", (cfg.vocab_size, cfg.hidden_size), np.float32,
                                   _as_f32(self.read, "embedding"), "embedding"))
         x = g.op("Gather", [emb, ids], "/model/embedding", axis=0)
         for i in range(cfg.num_hidden_layers):
-            cache_shape = ["batch", cfg.num_key_value_heads, f"past_{i}", cfg.head_dim]
-            past_k = g.add_input(f"past_key.{i}", TensorProto.FLOAT, cache_shape)
-            past_v = g.add_input(f"past_value.{i}", TensorProto.FLOAT, cache_shape)
-            x = self.attention(x, i, cos, sin, past_k, past_v)
-            x = self.moe(x, i)
-            present_shape = ["batch", cfg.num_key_value_heads, f"present_{i}", cfg.head_dim]
-            g.add_output(f"present_key.{i}", TensorProto.FLOAT, present_shape)
-            g.add_output(f"present_value.{i}", TensorProto.FLOAT, present_shape)
-        x = self.rms_norm(x, "final_norm", "/model/norm")
-        if self.logits == "last":
-            x = g.op("Slice", [x, g.const([-1]), g.const([1 << 62]), g.const([1])], "/model/last_position")
-        elif self.logits == "selectable":
-            start = g.add_input("logits_from", TensorProto.INT64, [1])
-            x = g.op("Slice", [x, start, g.const([1 << 62]), g.const([1])], "/model/logits_positions")
-        unemb = self.dense("unembedding", cfg.hidden_size, cfg.vocab_size)
-        g.node("MatMul", [x, unemb], "/model/unembedding", ["logits"])
-        rows = {"all": "seq", "last": 1, "selectable": "logits_seq"}[self.logits]
-        g.outputs.insert(0, helper.make_tensor_value_info("logits", TensorProto.FLOAT,
-                                                          ["batch", rows, cfg.vocab_size]))
-        return g
+            x = self.moe(self.attention(x, i, cos, sin), i)
+        self.unembedding(x)
+        return g, GraphContract(self.logits, self.kv, self.shapes)
 
 
-def build_portable_graph(cfg: ModelConfig, read: Reader, logits: str = "all") -> Graph:
-    return PortableGraphBuilder(cfg, read, logits).build()
+def build_portable_graph(cfg: ModelConfig, read: Reader, logits: str = "all", kv_dtype: str = "float32",
+                         shapes: Shapes = Dynamic(), tokens: int | None = None) -> tuple[Graph, GraphContract]:
+    """The portable graph of `cfg` and the contract it speaks (see the module docstring)."""
+    return PortableGraphBuilder(cfg, read, logits, kv_dtype, shapes, tokens).build()

@@ -93,56 +93,47 @@ def canonical_specs(cfg: ModelConfig, dense_experts: bool = False) -> list[tuple
     return out
 
 
-def _hf_key(canonical: str) -> str:
-    if not canonical.startswith("layers."):
-        return {"embedding": "model.embed_tokens.weight", "final_norm": "model.norm.weight",
-                "unembedding": "lm_head.weight"}[canonical]
-    _, i, rest = canonical.split(".", 2)
-    p = f"model.layers.{i}."
-    table = {
-        "attn_norm": "input_layernorm.weight",
-        "sinks": "self_attn.sinks",
-        "out.weight": "self_attn.o_proj.weight",
-        "out.bias": "self_attn.o_proj.bias",
-        "mlp_norm": "post_attention_layernorm.weight",
-        "router.weight": "mlp.router.weight",
-        "router.bias": "mlp.router.bias",
-        "experts.gate_up.blocks": "mlp.experts.gate_up_proj_blocks",
-        "experts.gate_up.scales": "mlp.experts.gate_up_proj_scales",
-        "experts.gate_up.bias": "mlp.experts.gate_up_proj_bias",
-        "experts.gate_up.weight": "mlp.experts.gate_up_proj",
-        "experts.down.blocks": "mlp.experts.down_proj_blocks",
-        "experts.down.scales": "mlp.experts.down_proj_scales",
-        "experts.down.bias": "mlp.experts.down_proj_bias",
-        "experts.down.weight": "mlp.experts.down_proj",
-    }
-    return p + table[rest]
+# One table of names: canonical -> (Hugging Face key, original/ key, key in the reference module's state dict).
+# Global tensors are named as they are; per-layer ones after the prefix `model.layers.{i}.` (HF), `block.{i}.`
+# (original) and `blocks.{i}.` (module). HF has no fused qkv: it stores q_proj, k_proj and v_proj (see sources).
+_GLOBAL_NAMES = {
+    "embedding": ("model.embed_tokens.weight", "embedding.weight", "embedding.weight"),
+    "final_norm": ("model.norm.weight", "norm.scale", "norm.scale"),
+    "unembedding": ("lm_head.weight", "unembedding.weight", "unembedding.weight"),
+}
+_LAYER_NAMES = {
+    "attn_norm": ("input_layernorm.weight", "attn.norm.scale", "attn.norm.scale"),
+    "qkv.weight": (None, "attn.qkv.weight", "attn.qkv.weight"),
+    "qkv.bias": (None, "attn.qkv.bias", "attn.qkv.bias"),
+    "sinks": ("self_attn.sinks", "attn.sinks", "attn.sinks"),
+    "out.weight": ("self_attn.o_proj.weight", "attn.out.weight", "attn.out.weight"),
+    "out.bias": ("self_attn.o_proj.bias", "attn.out.bias", "attn.out.bias"),
+    "mlp_norm": ("post_attention_layernorm.weight", "mlp.norm.scale", "mlp.norm.scale"),
+    "router.weight": ("mlp.router.weight", "mlp.gate.weight", "mlp.router.weight"),
+    "router.bias": ("mlp.router.bias", "mlp.gate.bias", "mlp.router.bias"),
+    "experts.gate_up.blocks": ("mlp.experts.gate_up_proj_blocks", "mlp.mlp1_weight.blocks",
+                               "mlp.experts.gate_up_blocks"),
+    "experts.gate_up.scales": ("mlp.experts.gate_up_proj_scales", "mlp.mlp1_weight.scales",
+                               "mlp.experts.gate_up_scales"),
+    "experts.gate_up.bias": ("mlp.experts.gate_up_proj_bias", "mlp.mlp1_bias", "mlp.experts.gate_up_bias"),
+    "experts.gate_up.weight": ("mlp.experts.gate_up_proj", None, "mlp.experts.gate_up_weight"),
+    "experts.down.blocks": ("mlp.experts.down_proj_blocks", "mlp.mlp2_weight.blocks", "mlp.experts.down_blocks"),
+    "experts.down.scales": ("mlp.experts.down_proj_scales", "mlp.mlp2_weight.scales", "mlp.experts.down_scales"),
+    "experts.down.bias": ("mlp.experts.down_proj_bias", "mlp.mlp2_bias", "mlp.experts.down_bias"),
+    "experts.down.weight": ("mlp.experts.down_proj", None, "mlp.experts.down_weight"),
+}
+_COLUMN = {"hf": 0, "original": 1, "module": 2}
+_LAYER_PREFIX = {"hf": "model.layers.{}.", "original": "block.{}.", "module": "blocks.{}."}
 
 
-def _original_key(canonical: str) -> str:
+def key_of(canonical: str, naming: str) -> str:
+    """The name of a canonical tensor in a checkpoint (`naming` "hf" or "original") or in the reference module's
+    state dict ("module")."""
+    column = _COLUMN[naming]
     if not canonical.startswith("layers."):
-        return {"embedding": "embedding.weight", "final_norm": "norm.scale",
-                "unembedding": "unembedding.weight"}[canonical]
+        return _GLOBAL_NAMES[canonical][column]
     _, i, rest = canonical.split(".", 2)
-    p = f"block.{i}."
-    table = {
-        "attn_norm": "attn.norm.scale",
-        "qkv.weight": "attn.qkv.weight",
-        "qkv.bias": "attn.qkv.bias",
-        "sinks": "attn.sinks",
-        "out.weight": "attn.out.weight",
-        "out.bias": "attn.out.bias",
-        "mlp_norm": "mlp.norm.scale",
-        "router.weight": "mlp.gate.weight",
-        "router.bias": "mlp.gate.bias",
-        "experts.gate_up.blocks": "mlp.mlp1_weight.blocks",
-        "experts.gate_up.scales": "mlp.mlp1_weight.scales",
-        "experts.gate_up.bias": "mlp.mlp1_bias",
-        "experts.down.blocks": "mlp.mlp2_weight.blocks",
-        "experts.down.scales": "mlp.mlp2_weight.scales",
-        "experts.down.bias": "mlp.mlp2_bias",
-    }
-    return p + table[rest]
+    return _LAYER_PREFIX[naming].format(i) + _LAYER_NAMES[rest][column]
 
 
 def sources(cfg: ModelConfig, layout: str) -> list[Source]:
@@ -153,7 +144,7 @@ def sources(cfg: ModelConfig, layout: str) -> list[Source]:
     out = []
     for name, shape, dtype in canonical_specs(cfg, dense_experts=dense):
         if layout == "original":
-            out.append(Source(name, shape, dtype, (FileTensor(_original_key(name), shape, dtype),)))
+            out.append(Source(name, shape, dtype, (FileTensor(key_of(name, "original"), shape, dtype),)))
         elif name.endswith(("qkv.weight", "qkv.bias")):
             i, kind = name.split(".")[1], name.rsplit(".", 1)[1]
             rows = (cfg.q_dim, cfg.kv_dim, cfg.kv_dim)
@@ -162,9 +153,9 @@ def sources(cfg: ModelConfig, layout: str) -> list[Source]:
             out.append(Source(name, shape, dtype, keys, "concat0"))
         elif name.endswith((".gate_up.weight", ".down.weight")):
             file_shape = shape[:-2] + (shape[-1], shape[-2])
-            out.append(Source(name, shape, dtype, (FileTensor(_hf_key(name), file_shape, dtype),), "swap_last2"))
+            out.append(Source(name, shape, dtype, (FileTensor(key_of(name, "hf"), file_shape, dtype),), "swap_last2"))
         else:
-            out.append(Source(name, shape, dtype, (FileTensor(_hf_key(name), shape, dtype),)))
+            out.append(Source(name, shape, dtype, (FileTensor(key_of(name, "hf"), shape, dtype),)))
     return out
 
 

@@ -13,36 +13,8 @@ import numpy as np
 import torch
 
 from .checkpoint import Checkpoint
+from .layout import key_of
 from .model import GptOss, YarnRotary
-
-_GLOBAL = {"embedding": "embedding.weight", "final_norm": "norm.scale", "unembedding": "unembedding.weight"}
-_PER_LAYER = {
-    "attn_norm": "attn.norm.scale",
-    "qkv.weight": "attn.qkv.weight",
-    "qkv.bias": "attn.qkv.bias",
-    "sinks": "attn.sinks",
-    "out.weight": "attn.out.weight",
-    "out.bias": "attn.out.bias",
-    "mlp_norm": "mlp.norm.scale",
-    "router.weight": "mlp.router.weight",
-    "router.bias": "mlp.router.bias",
-    "experts.gate_up.blocks": "mlp.experts.gate_up_blocks",
-    "experts.gate_up.scales": "mlp.experts.gate_up_scales",
-    "experts.gate_up.bias": "mlp.experts.gate_up_bias",
-    "experts.gate_up.weight": "mlp.experts.gate_up_weight",
-    "experts.down.blocks": "mlp.experts.down_blocks",
-    "experts.down.scales": "mlp.experts.down_scales",
-    "experts.down.bias": "mlp.experts.down_bias",
-    "experts.down.weight": "mlp.experts.down_weight",
-}
-
-
-def module_key(canonical: str) -> str:
-    """Canonical checkpoint name (layout.py) -> state-dict key of `GptOss`."""
-    if canonical in _GLOBAL:
-        return _GLOBAL[canonical]
-    _, layer, rest = canonical.split(".", 2)
-    return f"blocks.{layer}.{_PER_LAYER[rest]}"
 
 
 def to_torch(array: np.ndarray) -> torch.Tensor:
@@ -66,7 +38,7 @@ def load_model(checkpoint_dir: str | Path, dtype: torch.dtype = torch.float32, l
     expected = model.state_dict()
     state = {}
     for name in ckpt.canonical_names():
-        key = module_key(name)
+        key = key_of(name, "module")
         tensor = to_torch(ckpt.read(name))
         want = expected[key].dtype
         state[key] = tensor if tensor.dtype == want else tensor.to(want)

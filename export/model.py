@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from gptoss.bundle.kv import keep_for
+
 from . import ops
 from .config import ModelConfig
 
@@ -138,11 +140,10 @@ class Block(nn.Module):
 
 
 @dataclass
-class KVCache:
-    """Per-layer rotated keys/values [B, kv, S, hd] and the absolute position of the next token.
-
-    Sliding-window layers keep only the last window-1 positions: that is all the next query can see.
-    """
+class ReferenceCache:
+    """The reference model's cache: per-layer rotated keys/values [B, kv, S, hd] and the absolute position of
+    the next token. Sliding-window layers keep only what the next query can see (bundle.kv.keep_for, the rule
+    every cache of the project follows; the runtime's caches live in gptoss.runtime)."""
 
     keys: list[Tensor]
     values: list[Tensor]
@@ -150,14 +151,14 @@ class KVCache:
     position: int = 0
 
     @classmethod
-    def empty(cls, cfg: ModelConfig, batch: int = 1, dtype: torch.dtype = torch.float32) -> "KVCache":
+    def empty(cls, cfg: ModelConfig, batch: int = 1, dtype: torch.dtype = torch.float32) -> "ReferenceCache":
         shape = (batch, cfg.num_key_value_heads, 0, cfg.head_dim)
         n = cfg.num_hidden_layers
         return cls([torch.zeros(shape, dtype=dtype) for _ in range(n)],
                    [torch.zeros(shape, dtype=dtype) for _ in range(n)], cfg.windows)
 
     def update(self, layer: int, present_k: Tensor, present_v: Tensor) -> None:
-        keep = self.windows[layer] - 1 if self.windows[layer] > 0 else None
+        keep = keep_for(self.windows[layer])
         if keep is not None and present_k.shape[2] > keep:
             present_k, present_v = present_k[:, :, -keep:], present_v[:, :, -keep:]
         self.keys[layer], self.values[layer] = present_k, present_v
@@ -173,11 +174,11 @@ class GptOss(nn.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.unembedding = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False, dtype=dtype)
 
-    def new_cache(self, batch: int = 1) -> KVCache:
-        return KVCache.empty(self.config, batch, self.dtype)
+    def new_cache(self, batch: int = 1) -> ReferenceCache:
+        return ReferenceCache.empty(self.config, batch, self.dtype)
 
     @torch.inference_mode()
-    def forward(self, tokens: Tensor, cache: KVCache | None = None) -> Tensor:
+    def forward(self, tokens: Tensor, cache: ReferenceCache | None = None) -> Tensor:
         """tokens: int [T] or [B, T] -> logits [T, vocab] or [B, T, vocab].
 
         With a cache the tokens continue the cached sequence and the cache is updated in place.

@@ -11,8 +11,14 @@ made only of standard ONNX ops, so the portable graph runs unchanged on any ONNX
                      attrs: num_heads, kv_num_heads, window                  -> out [B,T,heads*hd], present_key,
                                                                                 present_value [B,kv,P+T,hd]
         Sinks in standard ops: one extra score column holding the sink logit, dropped after the softmax.
+        The band mask is computed inside, relative to the cache ("concat" KV contract).
 
-Both mirror `ops.py` (the eager reference) line for line.
+    gptoss.MaskedAttention(q, k, v, past_key, past_value [B,kv,C,hd], cos, sin, sinks, bias [1,1,T,C+T])
+                     attrs: num_heads, kv_num_heads                           -> out, new_key, new_value [B,kv,T,hd]
+        The same attention over a fixed-capacity cache whose visible rows the caller states with an additive
+        mask; returns only the new rows ("static" KV contract, for static-shape graphs).
+
+Both mirror `ops.attention` (the eager reference) line for line; tests hold every form to the reference model.
 """
 
 from __future__ import annotations
@@ -20,8 +26,8 @@ from __future__ import annotations
 import numpy as np
 from onnx import FunctionProto, TensorProto, helper, numpy_helper
 
-from .ops import FP4_VALUES, SWIGLU_ALPHA
-from .onnx_builder import FLOAT, GPTOSS_DOMAIN, INT, OPSET, attr_ref
+from gptoss.ir.graph import FLOAT, GPTOSS_DOMAIN, INT, OPSET, attr_ref
+from gptoss.quant.mxfp4 import FP4_VALUES
 
 
 class _Body:
@@ -90,6 +96,7 @@ def moe_function() -> FunctionProto:
     b = _Body("moe_")
     k = b("Reshape", b.const_from_attr("top_k", INT), b.const([1]))
     limit = b.const_from_attr("swiglu_limit", FLOAT)
+    alpha = b.const_from_attr("swiglu_alpha", FLOAT)
     top_values, idx = b("TopK", "router_logits", k, axis=-1, largest=1, sorted=1, outputs=2)   # [N,k]
     weights = b("Softmax", top_values, axis=-1)
 
@@ -100,7 +107,7 @@ def moe_function() -> FunctionProto:
     lin = b("Slice", h, b.const([1]), big, last, step)
     glu = b("Min", glu, limit)
     lin = b("Clip", lin, b("Neg", limit), limit)
-    gate = b("Mul", glu, b("Sigmoid", b("Mul", glu, b.const(SWIGLU_ALPHA, np.float32))))
+    gate = b("Mul", glu, b("Sigmoid", b("Mul", glu, alpha)))
     act = b("Mul", gate, b("Add", lin, b.const(1.0, np.float32)))                 # [N,k,I]
 
     w2 = _decode_selected(b, "down_blocks", "down_scales", idx)                    # [N,k,H,I]
@@ -108,12 +115,14 @@ def moe_function() -> FunctionProto:
     y = b("Mul", y, b("Unsqueeze", weights, last))
     _rename_output(b, b("ReduceSum", y, b.const([1]), keepdims=0), "y")
     return helper.make_function(GPTOSS_DOMAIN, "MoE", MOE_INPUTS, ["y"], b.nodes,
-                                [helper.make_opsetid("", OPSET)], attributes=["top_k", "swiglu_limit"])
+                                [helper.make_opsetid("", OPSET)], attributes=["top_k", "swiglu_limit", "swiglu_alpha"])
 
 
 # --------------------------------------------------------------------------------------- Attention
 ATTENTION_INPUTS = ["q", "k", "v", "past_key", "past_value", "cos", "sin", "sinks"]
 ATTENTION_OUTPUTS = ["out", "present_key", "present_value"]
+MASKED_ATTENTION_INPUTS = ATTENTION_INPUTS + ["bias"]
+MASKED_ATTENTION_OUTPUTS = ["out", "new_key", "new_value"]
 
 
 def _rotary(b: _Body, x: str, cos: str, sin: str) -> str:
@@ -141,51 +150,67 @@ def _band_mask(b: _Body, past_len: str, total: str, window: str) -> str:
     window64 = b("Cast", window, to=TensorProto.INT64)
     in_window = b("Or", b("Equal", window64, b.const(0)), b("Less", dist, window64))
     visible = b("And", causal, in_window)
-    return b("Where", visible, b.const(0.0, np.float32), b.const(-np.inf, np.float32))
+    return b("Where", visible, b.const(0.0, np.float32), b.const(-np.inf, np.float32))   # fp32; CastLike'd by the caller
 
 
-def attention_function() -> FunctionProto:
-    b = _Body("attn_")
+def attention_function(masked: bool = False) -> FunctionProto:
+    """gptoss.Attention (band mask inside, present = past + new rows), or with `masked` gptoss.MaskedAttention
+    (the mask is an input, present = the new rows only)."""
+    b = _Body("mattn_" if masked else "attn_")
     heads = b("Reshape", b.const_from_attr("num_heads", INT), b.const([1]))
     kv_heads = b("Reshape", b.const_from_attr("kv_num_heads", INT), b.const([1]))
-    window = b.const_from_attr("window", INT)
     to_bnsh = [0, 2, 1, 3]
 
     q = _rotary(b, _heads(b, "q", heads), "cos", "sin")                         # [B,T,H,hd]
     k = _rotary(b, _heads(b, "k", kv_heads), "cos", "sin")                      # [B,T,KV,hd]
-    v = _heads(b, "v", kv_heads)
-    present_k = b("Concat", "past_key", b("Transpose", k, perm=to_bnsh), axis=2)    # [B,KV,S,hd]
-    present_v = b("Concat", "past_value", b("Transpose", v, perm=to_bnsh), axis=2)
-    _rename_output(b, present_k, "present_key")
-    _rename_output(b, present_v, "present_value")
+    new_k, new_v = b("Transpose", k, perm=to_bnsh), b("Transpose", _heads(b, "v", kv_heads), perm=to_bnsh)
+    keys = b("Concat", "past_key", new_k, axis=2)                                # [B,KV,S,hd]
+    values = b("Concat", "past_value", new_v, axis=2)
+    outputs = MASKED_ATTENTION_OUTPUTS if masked else ATTENTION_OUTPUTS
+    _rename_output(b, new_k if masked else keys, outputs[1])
+    _rename_output(b, new_v if masked else values, outputs[2])
 
-    # Repeat each kv head for its group of query heads: [B,KV,S,hd] -> [B,H,S,hd].
-    group = b("Div", heads, kv_heads)
-    kv_shape = b("Shape", present_k)
-    expanded_shape = b("Concat", b("Slice", kv_shape, b.const([0]), b.const([2])), group,
-                       b("Slice", kv_shape, b.const([2]), b.const([4])), axis=0)        # [B,KV,g,S,hd]
-    merged_shape = b("Concat", b("Slice", kv_shape, b.const([0]), b.const([1])), heads, b.const([-1]),
-                     b("Slice", kv_shape, b.const([3]), b.const([4])), axis=0)          # [B,H,S,hd]
-    axis2 = b.const([2])
-
-    def repeat(x: str) -> str:
-        return b("Reshape", b("Expand", b("Unsqueeze", x, axis2), expanded_shape), merged_shape)
-
-    keys, values = repeat("present_key"), repeat("present_value")
-    qh = b("Transpose", q, perm=to_bnsh)                                                 # [B,H,T,hd]
-    head_dim = b("Cast", b("Shape", qh, start=3), to=TensorProto.FLOAT)
-    scores = b("Div", b("MatMul", qh, b("Transpose", keys, perm=[0, 1, 3, 2])), b("Sqrt", head_dim))
-
-    past_len = b("Squeeze", b("Shape", "past_key", start=2, end=3), b.const([0]))
-    total = b("Squeeze", b("Shape", present_k, start=2, end=3), b.const([0]))
-    scores = b("Add", scores, _band_mask(b, past_len, total, window))                    # [B,H,T,S]
-
-    sink_shape = b("Concat", b("Shape", scores, end=3), b.const([1]), axis=0)
-    sink = b("Expand", b("Reshape", "sinks", b.const([1, -1, 1, 1])), sink_shape)       # [B,H,T,1]
-    probs = b("Softmax", b("Concat", scores, sink, axis=-1), axis=-1)
-    probs = b("Slice", probs, b.const([0]), b("Reshape", total, b.const([1])), b.const([-1]))   # drop the sink
-    out = b("Transpose", b("MatMul", probs, values), perm=to_bnsh)                       # [B,T,H,hd]
+    qh = b("Transpose", q, perm=to_bnsh)                                         # [B,H,T,hd]
+    scores = _scores(b, qh, _repeat_kv(b, keys, heads, kv_heads))                # [B,H,T,S]
+    total = b("Squeeze", b("Shape", keys, start=2, end=3), b.const([0]))
+    if masked:
+        scores = b("Add", scores, "bias")
+    else:
+        past_len = b("Squeeze", b("Shape", "past_key", start=2, end=3), b.const([0]))
+        mask = _band_mask(b, past_len, total, b.const_from_attr("window", INT))
+        scores = b("Add", scores, b("CastLike", mask, scores))
+    probs = _softmax_with_sinks(b, scores, total)
+    out = b("Transpose", b("MatMul", probs, _repeat_kv(b, values, heads, kv_heads)), perm=to_bnsh)   # [B,T,H,hd]
     _rename_output(b, b("Reshape", out, b.const([0, 0, -1])), "out")
+    if masked:
+        return helper.make_function(GPTOSS_DOMAIN, "MaskedAttention", MASKED_ATTENTION_INPUTS,
+                                    MASKED_ATTENTION_OUTPUTS, b.nodes, [helper.make_opsetid("", OPSET)],
+                                    attributes=["num_heads", "kv_num_heads"])
     return helper.make_function(GPTOSS_DOMAIN, "Attention", ATTENTION_INPUTS, ATTENTION_OUTPUTS, b.nodes,
                                 [helper.make_opsetid("", OPSET)],
                                 attributes=["num_heads", "kv_num_heads", "window"])
+
+
+def _repeat_kv(b: _Body, x: str, heads: str, kv_heads: str) -> str:
+    """Repeat each kv head for its group of query heads: [B,KV,S,hd] -> [B,H,S,hd]."""
+    shape = b("Shape", x)
+    expanded = b("Concat", b("Slice", shape, b.const([0]), b.const([2])), b("Div", heads, kv_heads),
+                 b("Slice", shape, b.const([2]), b.const([4])), axis=0)                # [B,KV,g,S,hd]
+    merged = b("Concat", b("Slice", shape, b.const([0]), b.const([1])), heads, b.const([-1]),
+               b("Slice", shape, b.const([3]), b.const([4])), axis=0)                 # [B,H,S,hd]
+    return b("Reshape", b("Expand", b("Unsqueeze", x, b.const([2])), expanded), merged)
+
+
+def _scores(b: _Body, qh: str, keys: str) -> str:
+    """q . k / sqrt(head_dim): [B,H,T,hd] x [B,H,S,hd] -> [B,H,T,S]."""
+    head_dim = b("Cast", b("Shape", qh, start=3), to=TensorProto.FLOAT)
+    scale = b("CastLike", b("Sqrt", head_dim), qh)
+    return b("Div", b("MatMul", qh, b("Transpose", keys, perm=[0, 1, 3, 2])), scale)
+
+
+def _softmax_with_sinks(b: _Body, scores: str, total: str) -> str:
+    """Softmax over the keys with one extra column per head holding its sink logit, dropped afterwards."""
+    sink_shape = b("Concat", b("Shape", scores, end=3), b.const([1]), axis=0)
+    sink = b("Expand", b("Reshape", "sinks", b.const([1, -1, 1, 1])), sink_shape)        # [B,H,T,1]
+    probs = b("Softmax", b("Concat", scores, sink, axis=-1), axis=-1)
+    return b("Slice", probs, b.const([0]), b("Reshape", total, b.const([1])), b.const([-1]))

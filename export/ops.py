@@ -16,25 +16,22 @@ import math
 import torch
 from torch import Tensor
 
-# FP4 (e2m1) code -> value; code = sign bit (8) | 3-bit magnitude index.
-FP4_VALUES = (+0.0, +0.5, +1.0, +1.5, +2.0, +3.0, +4.0, +6.0,
-              -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
+from gptoss.quant.mxfp4 import decode_mxfp4
+
 SWIGLU_ALPHA = 1.702
 
 
 # --------------------------------------------------------------------------- MXFP4
 def dequantize_mxfp4(blocks: Tensor, scales: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
-    """MXFP4 -> float.
+    """MXFP4 -> float, through the project's one decoder (gptoss.quant.mxfp4.decode_mxfp4, bit-exact with
+    OpenAI's reference; its bf16 cast equals the reference decoded in bf16).
 
     blocks: uint8 [..., G, 16]   two FP4 codes per byte, low nibble = even element
     scales: uint8 [..., G]       block exponent e, value 2^(e - 127)
     returns dtype [..., G * 32]
     """
-    lut = torch.tensor(FP4_VALUES, dtype=torch.float32, device=blocks.device)
-    codes = torch.stack((blocks & 0x0F, blocks >> 4), dim=-1).long()     # [..., G, 16, 2]
-    values = lut[codes].flatten(-2)                                       # [..., G, 32]
-    values = torch.ldexp(values, scales.to(torch.int32).unsqueeze(-1) - 127)
-    return values.flatten(-2).to(dtype)
+    decoded = decode_mxfp4(blocks.cpu().numpy(), scales.cpu().numpy(), name="mxfp4 experts")
+    return torch.from_numpy(decoded).to(device=blocks.device, dtype=dtype)
 
 
 # --------------------------------------------------------------------------- MoE

@@ -5,7 +5,7 @@ Two formats, one vocabulary:
 * checkpoint (Hugging Face): `tokenizer.json` (a `tokenizers` BPE model over GPT-2 byte-level
   strings, vocab + merges, o200k regex Split then ByteLevel), `tokenizer_config.json`,
   `special_tokens_map.json`;
-* bundle (what the runtime reads, see `gptoss.runtime.tokenizer`): `tokenizer/encoding.json` plus
+* bundle (the format is gptoss.bundle.tokenizer's, which the runtime reads): `tokenizer/encoding.json` plus
   `tokenizer/o200k_base.tiktoken` in tiktoken's own ranks format.
 
 Nothing here touches the network: the o200k_base ranks come from tiktoken's cache (verified by
@@ -21,6 +21,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from gptoss.bundle.tokenizer import RANKS_FILE, format_ranks, parse_ranks, write_tokenizer_dir
+
 from .errors import CheckpointError, ExportError
 
 O200K_BASE_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
@@ -28,8 +30,6 @@ O200K_BASE_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cf
 O200K_N_RANKS = 199_998
 HARMONY_N_VOCAB = 201_088
 ENCODING_NAME = "o200k_harmony"
-RANKS_FILE = "o200k_base.tiktoken"
-BUNDLE_TOKENIZER_DIR = "tokenizer"
 
 # The o200k pre-tokenizer regex (tiktoken's `pat_str`; the same string sits in gpt-oss's tokenizer.json).
 O200K_PAT_STR = "|".join(
@@ -84,21 +84,6 @@ def cached_o200k_base() -> Path | None:
             if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == O200K_BASE_SHA256:
                 return path
     return None
-
-
-def parse_ranks_file(data: bytes) -> dict[bytes, int]:
-    ranks = {}
-    for line in data.splitlines():
-        if line:
-            token, rank = line.split()
-            ranks[base64.b64decode(token)] = int(rank)
-    return ranks
-
-
-def format_ranks_file(ranks: dict[bytes, int]) -> bytes:
-    """tiktoken's ranks format, rank order: the official file's bytes for o200k_base."""
-    lines = [base64.b64encode(tok) + b" " + str(rank).encode() + b"\n" for tok, rank in sorted(ranks.items(), key=lambda kv: kv[1])]
-    return b"".join(lines)
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -180,7 +165,7 @@ def _split_regex(node) -> str | None:
 
 
 def write_bundle_tokenizer(out_dir: Path, source: Path | None = None) -> dict:
-    """Write `out_dir/tokenizer/{encoding.json, o200k_base.tiktoken}`; return the manifest entry.
+    """Write `out_dir/tokenizer/` (gptoss.bundle.tokenizer's format); return the manifest's tokenizer entry.
 
     `source`: a checkpoint's `tokenizer.json` (or the folder holding it); None takes tiktoken's
     cached o200k_base. The returned dict's file paths are relative to `out_dir`.
@@ -199,29 +184,8 @@ def write_bundle_tokenizer(out_dir: Path, source: Path | None = None) -> dict:
         if source.is_dir():
             source = source / "tokenizer.json"
         ranks, special_tokens, pat_str = ranks_from_hf_tokenizer_json(source)
-        ranks_bytes = format_ranks_file(ranks)
-
-    n_vocab = max(special_tokens.values()) + 1
-    spec = {
-        "format_version": 1,
-        "name": ENCODING_NAME,
-        "pat_str": pat_str,
-        "special_tokens": special_tokens,
-        "n_vocab": n_vocab,
-        "ranks_file": RANKS_FILE,
-        "ranks_sha256": hashlib.sha256(ranks_bytes).hexdigest(),
-    }
-    tok_dir = Path(out_dir) / BUNDLE_TOKENIZER_DIR
-    tok_dir.mkdir(parents=True, exist_ok=True)
-    (tok_dir / RANKS_FILE).write_bytes(ranks_bytes)
-    (tok_dir / "encoding.json").write_text(json.dumps(spec, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    return {
-        "dir": BUNDLE_TOKENIZER_DIR,
-        "files": [f"{BUNDLE_TOKENIZER_DIR}/encoding.json", f"{BUNDLE_TOKENIZER_DIR}/{RANKS_FILE}"],
-        "name": ENCODING_NAME,
-        "n_vocab": n_vocab,
-        "ranks_sha256": spec["ranks_sha256"],
-    }
+        ranks_bytes = format_ranks(ranks)
+    return write_tokenizer_dir(Path(out_dir), ENCODING_NAME, ranks_bytes, special_tokens, pat_str)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,7 +279,7 @@ def write_checkpoint_tokenizer_files(out_dir: Path) -> bool:
     cached = cached_o200k_base()
     if cached is None:
         return False
-    ranks = parse_ranks_file(cached.read_bytes())
+    ranks = parse_ranks(cached.read_bytes(), str(cached))
     doc = hf_tokenizer_json(ranks, harmony_special_tokens(), O200K_PAT_STR)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

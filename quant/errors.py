@@ -4,7 +4,7 @@ They are `ValueError`s (bad data handed to a pure function) and `GptOssError`s (
 catch everything this project raises on purpose in one place).
 """
 
-from gptoss.export.errors import GptOssError
+from gptoss.errors import GptOssError
 
 
 class QuantError(GptOssError, ValueError):

@@ -36,7 +36,7 @@ def run_bench(bundle, provider=None, threads=None, max_context=None, allow_fallb
     for _ in range(repeat):
         cache = model.new_cache(prompt_tokens + new_tokens)
         t0 = time.perf_counter()
-        logits = model.engine.prefill(cache, ids, model.prefill_chunk)
+        logits = model.engine.prefill(cache, ids)
         t_prefill = time.perf_counter() - t0
         gen = model.generate(ids, max_new_tokens=new_tokens, temperature=0, stop_tokens=(), cache=cache)
         # The cache already holds the prompt and its logits: generate() re-uses them, so the first

@@ -2,7 +2,9 @@
 
 `Conversation` keeps the messages and one KV cache across turns. Each turn re-renders the whole
 conversation (harmony drops earlier analysis once a final answer follows), and the cache re-uses the
-longest prefix it already holds, so a turn costs only the new tokens (see cache.py).
+longest prefix it already holds, so a turn costs only the new tokens (see kv/base.py).
+
+The `model` these functions take is a `Model` (model.py imports this module, never the reverse).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from . import harmony
-from .cache import KVCache
+from .kv import KVCache
 from .harmony import Message, SystemOptions, TextDelta, ToolCall
 
 FINISH_REASONS = ("stop", "tool_call", "length", "cancelled")

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import click
 
-from .errors import RuntimeErrorBase
+from gptoss.errors import GptOssError
+
 from .harmony import REASONING_EFFORTS
-from .tokenizer import TokenizerError
 
 
 class _UserError(click.ClickException):
@@ -28,7 +28,7 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (RuntimeErrorBase, TokenizerError, ValueError) as e:
+        except (GptOssError, ValueError) as e:
             raise _UserError(str(e)) from None
 
 

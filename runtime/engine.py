@@ -1,9 +1,13 @@
-"""Run the bundle's graph over a KVCache: chunked prefill and single-token decode, through I/O binding.
+"""Run a bundle's graphs over a KV cache: prefill (chunked) and one-token decode, through I/O binding.
 
-One Engine per loaded model, shared by every conversation: it holds the session (whose `run` is thread-safe)
-and the I/O names from the manifest, and no per-conversation state. Each call binds the cache's buffers
-(`KVCache.past` as inputs, `KVCache.present` as outputs) and a caller-owned logits buffer, so a decode step
-allocates nothing on the Python side.
+One Engine per loaded model, shared by every conversation: it holds the sessions (whose `run` is thread-safe) and
+no per-conversation state. A call binds the token ids and positions, asks the cache to bind its buffers (the cache
+knows its mode: kv/), binds a caller-owned logits buffer, runs, and lets the cache adopt what the graph wrote.
+
+    DynamicEngine   one graph, any number of tokens per call ("concat" or "shared" caches)
+    StaticEngine    static_engine.py: a fixed-chunk prefill graph and a one-token decode graph ("static" cache)
+
+`engine_for(manifest, sessions, ...)` picks the one the manifest's shapes call for.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ import threading
 import numpy as np
 import onnxruntime as ort
 
-from .cache import KVCache
-from .errors import BundleError, ContextOverflowError
-from .manifest import Manifest
+from gptoss.bundle import Manifest, names
+
+from .errors import BundleError, check_context
+from .kv import HOST, KVCache, Placement, new_cache
+from .kv.storage import bind_array
 
 _ORT_FLOAT = {"tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dtype(np.float16)}
 
@@ -25,26 +31,33 @@ class Cancelled(Exception):
 
 
 class Engine:
-    def __init__(self, session: ort.InferenceSession, manifest: Manifest, max_context: int):
-        self.session = session
-        self.manifest = manifest
-        self.kv = manifest.graph.kv
-        self.max_context = max_context
-        self.vocab = manifest.vocab_size
-        g = manifest.graph
-        self._layer_names = [self.kv.names(i) for i in range(self.kv.num_layers)]
-        self.logits_mode = g.logits_mode
-        self._check_io(g)
+    """What both engines share: the I/O check, caches, the context limit, prefill in chunks."""
 
-    def _check_io(self, g) -> None:
-        """The session's inputs/outputs are the ones the manifest names, with the dtypes it says."""
-        inputs = {i.name: i for i in self.session.get_inputs()}
-        outputs = {o.name: o for o in self.session.get_outputs()}
-        want_in = [g.input_ids, g.position_ids] + [n for names in self._layer_names for n in names[:2]]
-        if g.logits_from:
-            want_in.append(g.logits_from)
-        want_out = [g.logits] + [n for names in self._layer_names for n in names[2:]]
-        where = f"{self.manifest.bundle_dir / g.file} (per {self.manifest.path})"
+    def __init__(self, sessions: dict[str, ort.InferenceSession], manifest: Manifest, max_context: int,
+                 prefill_chunk: int, placement: Placement = HOST):
+        self.sessions, self.manifest, self.kv = sessions, manifest, manifest.kv
+        self.max_context, self.vocab, self.prefill_chunk = max_context, manifest.vocab_size, prefill_chunk
+        self.placement = placement
+        self.logits_dtype = np.dtype(np.float32)
+        for role, session in sessions.items():
+            self.logits_dtype = self._check_io(role, session)
+
+    def _expected_io(self, role: str) -> tuple[list[str], list[str]]:
+        layers = [names.kv_names(i) for i in range(self.kv.num_layers)]
+        inputs = [names.INPUT_IDS, names.POSITION_IDS] + [n for kv in layers for n in kv[:2]]
+        if self.manifest.logits == "selectable":
+            inputs.append(names.LOGITS_FROM)
+        if self.kv.mode == "static":
+            inputs += sorted({names.attention_bias(w) for w in self.kv.window})
+        return inputs, [names.LOGITS] + [n for kv in layers for n in kv[2:]]
+
+    def _check_io(self, role: str, session: ort.InferenceSession) -> np.dtype:
+        """The graph's inputs and outputs are the ones the manifest implies, with its KV dtype; returns the
+        logits dtype."""
+        inputs = {i.name: i for i in session.get_inputs()}
+        outputs = {o.name: o for o in session.get_outputs()}
+        want_in, want_out = self._expected_io(role)
+        where = f"{self.manifest.graph_path(role)} (per {self.manifest.path})"
         for kind, want, have in (("input", want_in, inputs), ("output", want_out, outputs)):
             missing = [n for n in want if n not in have]
             if missing:
@@ -52,98 +65,108 @@ class Engine:
         extra = sorted(set(inputs) - set(want_in))
         if extra:
             raise BundleError(f"{where}: graph input {extra[0]!r} is not described by the manifest")
-        ltype = outputs[g.logits].type
+        ltype = outputs[names.LOGITS].type
         if ltype not in _ORT_FLOAT:
             raise BundleError(f"{where}: logits output has type {ltype}; expected float or float16")
-        self.logits_dtype = _ORT_FLOAT[ltype]
-        kv_type = {np.dtype(np.float32): "tensor(float)", np.dtype(np.float16): "tensor(float16)"}[self.kv.dtype]
-        past_key = self._layer_names[0][0]
-        if inputs[past_key].type != kv_type:
-            raise BundleError(f"{where}: {past_key} is {inputs[past_key].type} but kv_cache.dtype is "
-                              f"{self.kv.dtype.name}")
+        past_key = names.past_key(0)
+        if _ORT_FLOAT.get(inputs[past_key].type) != np.dtype(self.kv.dtype):
+            raise BundleError(f"{where}: {past_key} is {inputs[past_key].type} but kv_cache.dtype is {self.kv.dtype}")
+        return _ORT_FLOAT[ltype]
 
-    # ------------------------------------------------------------------ run
+    # ------------------------------------------------------------------ facts
     @property
     def scores_all_positions(self) -> bool:
         """Whether the graph can return logits for every position of a call."""
-        return self.logits_mode in ("all", "selectable")
+        return self.manifest.logits in ("all", "selectable")
 
-    def _rows(self, tokens: int, all_rows: bool) -> int:
-        """Rows of logits a call appending `tokens` tokens returns."""
-        if self.logits_mode == "all" or (self.logits_mode == "selectable" and all_rows):
-            return tokens
-        return 1
+    def new_cache(self, capacity: int) -> KVCache:
+        return new_cache(self.kv, capacity=capacity, placement=self.placement)
 
-    def logits_buffer(self, tokens: int, all_rows: bool = False) -> np.ndarray:
-        """A buffer for the logits of a call appending `tokens` tokens."""
-        return np.empty((1, self._rows(tokens, all_rows), self.vocab), dtype=self.logits_dtype)
+    def logits_buffer(self) -> np.ndarray:
+        """A buffer for one decode step's logits [1, 1, vocab] (one per sequence: engines are shared)."""
+        return np.empty((1, 1, self.vocab), dtype=self.logits_dtype)
 
-    def check_room(self, cache: KVCache, new: int, generated: list[int] | None = None) -> None:
-        needed = cache.length + new
-        if needed > self.max_context:
-            raise ContextOverflowError(
-                f"context overflow: {needed} tokens needed, the context holds {self.max_context} "
-                f"(max_context; raise it up to the model's {self.manifest.max_position_embeddings})",
-                needed=needed, limit=self.max_context, tokens=generated)
+    # ------------------------------------------------------------------ calls
+    def run_chunk(self, cache: KVCache, token_ids: np.ndarray, all_rows: bool,
+                  run_options: ort.RunOptions | None) -> np.ndarray:
+        """Append `token_ids` (at most the prefill chunk) to `cache`; logits [rows, vocab] (float32)."""
+        raise NotImplementedError
 
-    def run(self, cache: KVCache, token_ids: np.ndarray, logits: np.ndarray,
-            run_options: ort.RunOptions | None = None, all_rows: bool = False) -> np.ndarray:
-        """Append `token_ids` (int64 [T]) to `cache`; write into and return `logits` [1, T or 1, vocab].
+    def decode(self, cache: KVCache, token: int, out: np.ndarray,
+               run_options: ort.RunOptions | None = None) -> np.ndarray:
+        """Append one token; write its logits into `out` (logits_buffer()) and return them as float32 [vocab]."""
+        raise NotImplementedError
 
-        With a "selectable" graph only the last position's logits are computed unless `all_rows`."""
-        T = int(token_ids.shape[0])
-        self.check_room(cache, T)
-        g = self.manifest.graph
-        ids = np.ascontiguousarray(token_ids, dtype=np.int64).reshape(1, T)
-        positions = np.arange(cache.length, cache.length + T, dtype=np.int64).reshape(1, T)
-        rows = self._rows(T, all_rows)
-        out = logits[:, :rows]
-        binding = self.session.io_binding()
-        _bind(binding.bind_input, g.input_ids, ids)
-        _bind(binding.bind_input, g.position_ids, positions)
-        logits_from = np.array([T - rows], dtype=np.int64)     # bound by pointer: must outlive the run
-        if g.logits_from:
-            _bind(binding.bind_input, g.logits_from, logits_from)
-        for i, (pk, pv, ck, cv) in enumerate(self._layer_names):
-            present_k, present_v = cache.present(i, T)      # first: it may grow the buffers
-            past_k, past_v = cache.past(i)
-            _bind(binding.bind_input, pk, past_k)
-            _bind(binding.bind_input, pv, past_v)
-            _bind(binding.bind_output, ck, present_k)
-            _bind(binding.bind_output, cv, present_v)
-        _bind(binding.bind_output, g.logits, out)
+    def prefill(self, cache: KVCache, token_ids, chunk: int | None = None, all_logits: bool = False,
+                cancel: "threading.Event | None" = None, run_options: ort.RunOptions | None = None) -> np.ndarray:
+        """Feed `token_ids` in chunks. Returns the last row of logits (float32 [vocab]), or every row ([T, vocab])
+        when `all_logits` (which needs a bundle whose graph scores every position)."""
+        ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
+        if ids.size == 0:
+            raise ValueError("nothing to prefill: the token list is empty")
+        check_context(cache.length + int(ids.size), self.max_context,
+                      "scoring" if all_logits else f"a prompt of {ids.size} tokens (after {cache.length} cached)")
+        chunk = chunk or self.prefill_chunk
+        rows = []
+        for start in range(0, ids.size, chunk):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
+            out = self.run_chunk(cache, ids[start:start + chunk], all_logits, run_options)
+            rows.append(out if all_logits else out[-1:])
+        if all_logits:
+            return np.concatenate(rows, axis=0)
+        cache.last_logits = rows[-1][0]
+        return cache.last_logits
+
+    @staticmethod
+    def _run(session: ort.InferenceSession, binding: ort.IOBinding, run_options: ort.RunOptions | None) -> None:
         try:
-            self.session.run_with_iobinding(binding, run_options)
+            session.run_with_iobinding(binding, run_options)
         except Exception:  # ORT raises its own exception types
             if run_options is not None and run_options.terminate:
                 raise Cancelled() from None
             raise
+
+
+class DynamicEngine(Engine):
+    """One graph ("main") over a concat or shared cache; a call appends any number of tokens."""
+
+    def _rows(self, tokens: int, all_rows: bool) -> int:
+        """Rows of logits a call of `tokens` tokens returns."""
+        mode = self.manifest.logits
+        return tokens if mode == "all" or (mode == "selectable" and all_rows) else 1
+
+    def _call(self, cache: KVCache, token_ids: np.ndarray, out: np.ndarray, run_options) -> np.ndarray:
+        T = int(token_ids.shape[0])
+        ids = np.ascontiguousarray(token_ids, dtype=np.int64).reshape(1, T)
+        positions = np.arange(cache.length, cache.length + T, dtype=np.int64).reshape(1, T)
+        session = self.sessions["main"]
+        binding = session.io_binding()
+        bind_array(binding.bind_input, names.INPUT_IDS, ids)
+        bind_array(binding.bind_input, names.POSITION_IDS, positions)
+        logits_from = np.array([T - out.shape[1]], dtype=np.int64)   # bound by pointer: must outlive the run
+        if self.manifest.logits == "selectable":
+            bind_array(binding.bind_input, names.LOGITS_FROM, logits_from)
+        cache.bind(binding, T)
+        bind_array(binding.bind_output, names.LOGITS, out)
+        self._run(session, binding, run_options)
         cache.commit(token_ids)
         return out
 
-    def prefill(self, cache: KVCache, token_ids, chunk: int, all_logits: bool = False,
-                cancel: "threading.Event | None" = None, run_options: ort.RunOptions | None = None):
-        """Feed `token_ids` in chunks of at most `chunk`. Returns the last row of logits (float32 [vocab]),
-        or every row ([T, vocab]) when `all_logits` (which needs a bundle with "all" or "selectable" logits)."""
-        ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
-        if ids.size == 0:
-            raise ValueError("nothing to prefill: the token list is empty")
-        self.check_room(cache, int(ids.size))
-        rows = [] if all_logits else None
-        buf = self.logits_buffer(min(chunk, ids.size), all_rows=all_logits)
-        last = None
-        for start in range(0, ids.size, chunk):
-            if cancel is not None and cancel.is_set():
-                raise Cancelled()
-            out = self.run(cache, ids[start:start + chunk], buf, run_options, all_rows=all_logits)
-            if all_logits:
-                rows.append(out[0].astype(np.float32))
-            last = out[0, -1]
-        if all_logits:
-            return np.concatenate(rows, axis=0)
-        cache.last_logits = last.astype(np.float32)
-        return cache.last_logits
+    def run_chunk(self, cache, token_ids, all_rows, run_options):
+        out = np.empty((1, self._rows(int(token_ids.shape[0]), all_rows), self.vocab), self.logits_dtype)
+        return self._call(cache, token_ids, out, run_options)[0].astype(np.float32, copy=False)
+
+    def decode(self, cache, token, out, run_options=None):
+        self._call(cache, np.array([token], dtype=np.int64), out, run_options)
+        return out[0, -1].astype(np.float32, copy=False)
 
 
-def _bind(bind, name: str, array: np.ndarray) -> None:
-    bind(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)
+def engine_for(manifest: Manifest, sessions: dict[str, ort.InferenceSession], max_context: int,
+               prefill_chunk: int, placement: Placement = HOST) -> Engine:
+    """The engine the manifest's shapes call for."""
+    if manifest.kv.mode == "static":
+        from .static_engine import StaticEngine
+
+        return StaticEngine(sessions, manifest, max_context, prefill_chunk, placement)
+    return DynamicEngine(sessions, manifest, max_context, prefill_chunk, placement)

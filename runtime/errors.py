@@ -1,15 +1,19 @@
 """Errors the runtime raises on purpose. Each message names the bundle file, manifest key or argument at fault.
 
-The runtime cannot import `gptoss.export.errors` (arrows go one way), so it has its own small tree.
+Bundle problems (a bad manifest, a missing file, a failed checksum, a bad tokenizer folder) are the bundle
+contract's own `BundleError` / `TokenizerError` (gptoss.bundle), re-exported here. Every one of them derives from
+the project's one base class, `gptoss.errors.GptOssError`.
 """
 
+from gptoss.bundle.errors import BundleError, TokenizerError
+from gptoss.errors import GptOssError
 
-class RuntimeErrorBase(Exception):
-    """Base class of every error the runtime raises on purpose (the CLI prints these as `Error: ...`)."""
+__all__ = ["BundleError", "ContextOverflowError", "ProviderError", "RuntimeErrorBase", "TokenizerError",
+           "check_context"]
 
 
-class BundleError(RuntimeErrorBase):
-    """A bundle is missing a file, its manifest is malformed, or a file fails its checksum."""
+class RuntimeErrorBase(GptOssError):
+    """Base class of the errors only the runtime raises (the CLI prints every GptOssError as `Error: ...`)."""
 
 
 class ProviderError(RuntimeErrorBase):
@@ -27,3 +31,15 @@ class ContextOverflowError(RuntimeErrorBase):
         super().__init__(message)
         self.needed, self.limit = needed, limit
         self.tokens = list(tokens or [])
+
+
+def check_context(needed: int, limit: int, what: str, generated: list[int] | None = None) -> None:
+    """The one context check: raise ContextOverflowError when `needed` tokens do not fit in `limit`.
+
+    `what` says what needs them ("the prompt", "scoring", ...); `generated`: the tokens generated so far."""
+    if needed <= limit:
+        return
+    tail = f"; {len(generated)} new tokens were generated" if generated else ""
+    raise ContextOverflowError(
+        f"context overflow: {what} needs {needed} tokens and the context holds {limit} (max_context; a bundle's "
+        f"model allows up to its max_position_embeddings){tail}", needed=needed, limit=limit, tokens=generated)

@@ -1,8 +1,8 @@
 """`Model`: a loaded bundle. Scoring (`logits`), token generation (`generate`) and harmony chat (`chat`).
 
-A Model holds only what every conversation shares: the manifest, the onnxruntime session (whose `run` is
+A Model holds only what every conversation shares: the manifest, the engine (sessions, whose `run` is
 thread-safe), the tokenizer. Per-conversation state (the KV cache, the sampler's Generator, the decoder)
-lives in each call or in a `Conversation`, so one Model serves several threads at once.
+lives in each call's `generation.Sequence` or in a `Conversation`, so one Model serves several threads at once.
 
     model = Model.load("bundle/")
     for event in model.generate("Once upon a time", max_new_tokens=32, temperature=0):
@@ -13,88 +13,66 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .cache import KVCache, new_cache
-from .engine import Cancelled, Engine
-from .errors import BundleError, ContextOverflowError
-from .manifest import Manifest, load_manifest
-from .sampling import SamplingParams, sample
+from gptoss.bundle import Manifest, load_manifest
 
-if TYPE_CHECKING:  # imported lazily at run time: chat pulls in harmony
-    from .chat import Conversation
-from .session import SessionInfo, create_session
+from . import chat as _chat
+from .engine import Engine, engine_for
+from .errors import BundleError
+from .generation import Request, Sequence as _Sequence, TokenEvent, run
+from .kv import HOST, KVCache, Placement
+from .sampling import SamplingParams
+from .session import SessionInfo, create_sessions
+
+__all__ = ["Model", "TokenEvent"]
 
 # Without `max_context` the context is the model's, capped here: the cache grows on demand, but a
 # runaway generation should not be able to take tens of GB.
 DEFAULT_MAX_CONTEXT = 16384
-# Prefill chunk (tokens per graph call). An "all"-logits graph returns [chunk, vocab] floats per call
-# (~100 MB at 128 x 201088), so its chunks are smaller.
+# Prefill chunk (tokens per graph call) of dynamic graphs. An "all"-logits graph returns [chunk, vocab] floats per
+# call (~100 MB at 128 x 201088), so its chunks are smaller. Static graphs fix their own.
 PREFILL_CHUNK = {"all": 128, "last": 256, "selectable": 256}
-
-
-@dataclass(frozen=True)
-class TokenEvent:
-    """One generated token. `text` is what it completes ('' mid-character and for control tokens)."""
-
-    token_id: int
-    text: str
-    index: int          # 0 for the first new token
-    stop: bool = False  # a stop token: the last event of the generation
 
 
 class Model:
     """A loaded bundle; create it with `Model.load`."""
 
-    def __init__(self, manifest: Manifest, engine: Engine, session_info: SessionInfo, tokenizer,
-                 prefill_chunk: int, load_seconds: float):
+    def __init__(self, manifest: Manifest, engine: Engine, session_info: SessionInfo, tokenizer, load_seconds: float):
         self.manifest = manifest
         self.engine = engine
         self.session_info = session_info
         self.tokenizer = tokenizer          # runtime.tokenizer.Tokenizer, or None for a bundle without one
-        self.prefill_chunk = prefill_chunk
         self.load_seconds = load_seconds
 
     # ------------------------------------------------------------------ load
     @classmethod
     def load(cls, bundle_dir: str | Path, provider: str | None = None, threads: int | None = None,
              max_context: int | None = None, verify: bool = False, allow_fallback: bool = False,
-             prefill_chunk: int | None = None) -> "Model":
-        """Open a bundle: validate its manifest, create the session, check the provider took the graph.
+             prefill_chunk: int | None = None, placement: Placement = HOST) -> "Model":
+        """Open a bundle: validate its manifest, create the sessions, check the provider took the graphs.
 
         provider: an ORT execution provider name (default: the manifest's target). threads: intra-op
         threads. max_context: tokens a sequence may reach (default: the model's, capped at
-        DEFAULT_MAX_CONTEXT). verify: check every file's sha256 first. allow_fallback: accept running
-        on CPU when the requested provider is missing or did not take the graph.
+        DEFAULT_MAX_CONTEXT, and a static bundle's context). verify: check every file's sha256 first.
+        allow_fallback: accept running on CPU when the requested provider is missing or did not take the graph.
+        placement: where a shared KV cache lives (host numpy by default; kv.Placement(device) for OrtValues).
         """
         t0 = time.perf_counter()
         manifest = load_manifest(bundle_dir)
         if verify:
             manifest.verify_files()
-        limit = manifest.max_position_embeddings
-        if max_context is None:
-            max_context = min(limit, DEFAULT_MAX_CONTEXT)
-        elif not 1 < max_context <= limit:
-            raise ValueError(f"max_context must be in [2, {limit}] (the model's max_position_embeddings), "
-                             f"got {max_context}")
-        chunk = prefill_chunk or PREFILL_CHUNK[manifest.graph.logits_mode]
+        max_context = _max_context(manifest, max_context)
+        chunk = prefill_chunk or PREFILL_CHUNK[manifest.logits]
         if chunk < 1:
             raise ValueError(f"prefill_chunk must be >= 1, got {chunk}")
-        tokenizer = None
-        if manifest.tokenizer_dir is not None:
-            from .tokenizer import Tokenizer, TokenizerError
-
-            try:
-                tokenizer = Tokenizer.from_dir(manifest.bundle_dir / manifest.tokenizer_dir)
-            except TokenizerError as e:
-                raise BundleError(str(e)) from None
-        session, info = create_session(manifest, provider, threads, allow_fallback)
-        engine = Engine(session, manifest, max_context)
-        return cls(manifest, engine, info, tokenizer, chunk, time.perf_counter() - t0)
+        tokenizer = _tokenizer(manifest)
+        sessions, info = create_sessions(manifest, provider, threads, allow_fallback)
+        engine = engine_for(manifest, sessions, max_context, chunk, placement)
+        return cls(manifest, engine, info, tokenizer, time.perf_counter() - t0)
 
     # ----------------------------------------------------------------- facts
     @property
@@ -106,14 +84,19 @@ class Model:
         return self.engine.vocab
 
     @property
+    def prefill_chunk(self) -> int:
+        return self.engine.prefill_chunk
+
+    @property
     def provider(self) -> str:
         """The execution provider that runs the graph."""
         return self.session_info.providers[0]
 
     def new_cache(self, capacity: int | None = None) -> KVCache:
-        """An empty KV cache; `capacity` (positions) is preallocated on the full-attention layers."""
-        capacity = min(capacity or 256, self.max_context)
-        return new_cache(self.manifest.graph.kv, capacity=max(capacity, 1))
+        """An empty KV cache; `capacity` (positions) is preallocated on the full-attention layers where the
+        cache grows (a device cache takes the whole context up front)."""
+        capacity = self.max_context if self.engine.placement.on_device else min(capacity or 256, self.max_context)
+        return self.engine.new_cache(max(capacity, 1))
 
     def encode(self, text: str) -> list[int]:
         """Text -> token ids. Control-token strings such as `<|start|>` stay plain text."""
@@ -146,18 +129,14 @@ class Model:
                               f"returns only the last position's logits and cannot score all positions "
                               f"(re-export with `--logits all`)")
         ids = self._ids(token_ids)
-        if len(ids) > self.max_context:
-            raise ContextOverflowError(f"context overflow: {len(ids)} tokens to score, the context holds "
-                                       f"{self.max_context}", needed=len(ids), limit=self.max_context)
-        cache = self.new_cache(len(ids))
-        return self.engine.prefill(cache, ids, self.prefill_chunk, all_logits=True)
+        return self.engine.prefill(self.new_cache(len(ids)), ids, all_logits=True)
 
     # ------------------------------------------------------------ generation
     def generate(self, prompt: str | Sequence[int], max_new_tokens: int = 256, temperature: float = 1.0,
                  top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
                  seed: int | None = None, stop_tokens: Iterable[int] | None = None,
                  cancel: threading.Event | None = None, cache: KVCache | None = None) -> Iterator[TokenEvent]:
-        """Yield one TokenEvent per new token (see the module docstring). Greedy when temperature == 0.
+        """Yield one TokenEvent per new token. Greedy when temperature == 0.
 
         prompt: text (encoded without control tokens) or token ids. stop_tokens: ids that end generation
         (the stop token is yielded, with `stop=True`); default `default_stop_tokens()`, `()` for none.
@@ -166,14 +145,13 @@ class Model:
         prefix with the prompt is reused); default a fresh one. Raises ContextOverflowError when the
         prompt does not fit or the sequence would pass `max_context`.
         """
-        params = SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty)
-        if max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-        ids = self._ids(prompt)
-        stops = self.default_stop_tokens() if stop_tokens is None else {int(t) for t in stop_tokens}
+        request = Request(tuple(self._ids(prompt)), max_new_tokens,
+                          SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty), seed,
+                          frozenset(self.default_stop_tokens() if stop_tokens is None else map(int, stop_tokens)),
+                          cancel)
         if cache is None:
-            cache = self.new_cache(len(ids) + max_new_tokens)
-        return self._generate(ids, cache, params, max_new_tokens, seed, stops, cancel)
+            cache = self.new_cache(len(request.prompt) + max_new_tokens)
+        return run(_Sequence(self.engine, cache, request, self.tokenizer))
 
     def _ids(self, prompt) -> list[int]:
         if isinstance(prompt, str):
@@ -187,54 +165,9 @@ class Model:
             raise ValueError("the prompt is empty")
         return ids
 
-    def _generate(self, ids: list[int], cache: KVCache, params: SamplingParams, max_new_tokens: int,
-                  seed: int | None, stops: set[int], cancel) -> Iterator[TokenEvent]:
-        if len(ids) + 1 > self.max_context:
-            raise ContextOverflowError(
-                f"context overflow: the prompt has {len(ids)} tokens and the context holds {self.max_context} "
-                f"(no room for a new token)", needed=len(ids) + 1, limit=self.max_context)
-        start = cache.reuse(ids)
-        if start < len(ids):
-            try:
-                logits = self.engine.prefill(cache, ids[start:], self.prefill_chunk, cancel=cancel)
-            except Cancelled:
-                return
-            cache.checkpoint()
-        else:
-            logits = cache.last_logits
-        rng = np.random.default_rng(seed)
-        decoder = self.tokenizer.incremental_decoder() if self.tokenizer is not None else None
-        special = self.tokenizer.special_ids if self.tokenizer is not None else frozenset()
-        generated: list[int] = []
-        penalized: list[int] = []
-        buf = self.engine.logits_buffer(1)
-        for i in range(max_new_tokens):
-            if cancel is not None and cancel.is_set():
-                return
-            if cache.length + 1 > self.max_context:
-                raise ContextOverflowError(
-                    f"context overflow: {cache.length} prompt and generated tokens fill the context of "
-                    f"{self.max_context}; {len(generated)} new tokens were generated",
-                    needed=cache.length + 1, limit=self.max_context, tokens=generated)
-            token = sample(logits, params, rng, penalized)
-            generated.append(token)
-            if token not in special:
-                penalized.append(token)
-            stop = token in stops
-            last = stop or i == max_new_tokens - 1
-            text = ""
-            if decoder is not None:
-                text = decoder.add(token) + (decoder.flush() if last else "")
-            yield TokenEvent(token, text, i, stop)
-            if last:
-                return
-            out = self.engine.run(cache, np.array([token], dtype=np.int64), buf)
-            logits = out[0, -1].astype(np.float32)
-            cache.last_logits = logits
-
     # ------------------------------------------------------------------ chat
     def chat(self, messages, reasoning_effort: str = "low", tools=None, stream: bool = False,
-             instructions: str | None = None, conversation: "Conversation | None" = None,
+             instructions: str | None = None, conversation: "_chat.Conversation | None" = None,
              max_new_tokens: int = 2048, **sampling):
         """Render `messages` with harmony, generate until <|return|> or <|call|>, parse the reply.
 
@@ -242,15 +175,32 @@ class Model:
         yields ChatEvent(channel, text) deltas and holds `.result` once exhausted. `sampling`: generate()'s
         temperature, top_k, top_p, min_p, repetition_penalty, seed, cancel.
         """
-        from .chat import run_chat
+        return _chat.run_chat(self, messages, reasoning_effort=reasoning_effort, tools=tools, stream=stream,
+                              instructions=instructions, cache=conversation.cache if conversation else None,
+                              max_new_tokens=max_new_tokens, **sampling)
 
-        return run_chat(self, messages, reasoning_effort=reasoning_effort, tools=tools, stream=stream,
-                        instructions=instructions, cache=conversation.cache if conversation else None,
-                        max_new_tokens=max_new_tokens, **sampling)
-
-    def conversation(self, reasoning_effort: str = "low", instructions: str | None = None, tools=None,
-                     ) -> "Conversation":
+    def conversation(self, reasoning_effort: str = "low", instructions: str | None = None,
+                     tools=None) -> "_chat.Conversation":
         """A multi-turn conversation that keeps its KV cache between turns (prefix reuse)."""
-        from .chat import Conversation
+        return _chat.Conversation(self, reasoning_effort=reasoning_effort, instructions=instructions, tools=tools)
 
-        return Conversation(self, reasoning_effort=reasoning_effort, instructions=instructions, tools=tools)
+
+def _max_context(manifest: Manifest, asked: int | None) -> int:
+    limit = manifest.max_position_embeddings
+    if manifest.kv.mode == "static":
+        limit = min(limit, manifest.shapes.context)
+    if asked is None:
+        return min(limit, DEFAULT_MAX_CONTEXT)
+    if not 1 < asked <= limit:
+        raise ValueError(f"max_context must be in [2, {limit}] (the model's max_position_embeddings"
+                         f"{' and the static context' if manifest.kv.mode == 'static' else ''}), got {asked}")
+    return asked
+
+
+def _tokenizer(manifest: Manifest):
+    path = manifest.tokenizer_path()
+    if path is None:
+        return None
+    from .tokenizer import Tokenizer
+
+    return Tokenizer.from_dir(path)

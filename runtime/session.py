@@ -13,8 +13,9 @@ from typing import Any
 
 import onnxruntime as ort
 
+from gptoss.bundle import Manifest
+
 from .errors import BundleError, ProviderError
-from .manifest import Manifest
 
 CPU = "CPUExecutionProvider"
 
@@ -67,10 +68,9 @@ def session_options(manifest: Manifest, threads: int | None) -> ort.SessionOptio
     return so
 
 
-def create_session(manifest: Manifest, provider: str | None = None, threads: int | None = None,
-                   allow_fallback: bool = False, provider_options: dict[str, Any] | None = None,
-                   ) -> tuple[ort.InferenceSession, SessionInfo]:
-    """An InferenceSession on the manifest's (or the given) provider, verified to have taken the graph."""
+def _providers(manifest: Manifest, provider: str | None, allow_fallback: bool,
+               provider_options: dict[str, Any] | None) -> tuple[str, list]:
+    """(the requested provider, the providers list to give ONNX Runtime)."""
     requested = provider or manifest.target.execution_provider
     options = dict(provider_options if provider_options is not None
                    else manifest.target.provider_options if provider is None
@@ -81,24 +81,32 @@ def create_session(manifest: Manifest, provider: str | None = None, threads: int
             raise ProviderError(
                 f"execution provider {requested!r} (target {manifest.target.name!r}) is not available in this "
                 f"onnxruntime build; available: {available}. Install the matching onnxruntime package "
-                f"(e.g. gptoss-runtime[gpu]) or pass allow_fallback=True to run on CPU")
-        requested_list: list = [CPU]
-    elif requested == CPU:
-        requested_list = [(CPU, options)] if options else [CPU]
-    else:
-        # ORT needs the CPU provider beside an accelerator for the few nodes it cannot place.
-        requested_list = [(requested, options), CPU]
+                f"(e.g. gptoss-runtime-gpu) or pass allow_fallback=True to run on CPU")
+        return requested, [CPU]
+    if requested == CPU:
+        return requested, [(CPU, options)] if options else [CPU]
+    # ORT needs the CPU provider beside an accelerator for the few nodes it cannot place.
+    return requested, [(requested, options), CPU]
 
+
+def create_sessions(manifest: Manifest, provider: str | None = None, threads: int | None = None,
+                    allow_fallback: bool = False, provider_options: dict[str, Any] | None = None,
+                    ) -> tuple[dict[str, ort.InferenceSession], SessionInfo]:
+    """One InferenceSession per graph of the bundle (role -> session), on the manifest's (or the given) provider,
+    each verified to have taken its graph."""
+    requested, providers = _providers(manifest, provider, allow_fallback, provider_options)
     so = session_options(manifest, threads)
-    model_path = os.fspath(manifest.bundle_dir / manifest.graph.file)
-    try:
-        session = ort.InferenceSession(model_path, sess_options=so, providers=requested_list)
-    except Exception as e:  # ORT raises its own Fail/InvalidGraph/RuntimeException types
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise BundleError(f"{model_path}: onnxruntime could not load it on {requested}: {message}") from e
-    providers = tuple(session.get_providers())
-    fell_back = requested not in providers
-    if fell_back and not allow_fallback:
-        raise ProviderError(f"{requested} did not take {model_path} (the session runs on {list(providers)}); "
-                            f"pass allow_fallback=True to accept CPU")
-    return session, SessionInfo(requested, providers, fell_back)
+    sessions = {}
+    for role in manifest.graphs:
+        model_path = os.fspath(manifest.graph_path(role))
+        try:
+            sessions[role] = ort.InferenceSession(model_path, sess_options=so, providers=providers)
+        except Exception as e:  # ORT raises its own Fail/InvalidGraph/RuntimeException types
+            message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise BundleError(f"{model_path}: onnxruntime could not load it on {requested}: {message}") from e
+        taken = tuple(sessions[role].get_providers())
+        if requested not in taken and not allow_fallback:
+            raise ProviderError(f"{requested} did not take {model_path} (the session runs on {list(taken)}); "
+                                f"pass allow_fallback=True to accept CPU")
+    taken = tuple(next(iter(sessions.values())).get_providers())
+    return sessions, SessionInfo(requested, taken, requested not in taken)

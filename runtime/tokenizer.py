@@ -1,94 +1,32 @@
-"""The bundle's tokenizer: o200k_harmony rebuilt offline from `tokenizer/` inside a bundle.
+"""The bundle's tokenizer: o200k_harmony rebuilt offline from a bundle's `tokenizer/` folder.
 
-Bundle folder format (written by `gptoss.export.tokenizer_files.write_bundle_tokenizer`):
-
-    tokenizer/
-      encoding.json        {"format_version": 1, "name": "o200k_harmony", "pat_str": "...",
-                            "special_tokens": {"<|start|>": 200006, ...}, "n_vocab": 201088,
-                            "ranks_file": "o200k_base.tiktoken", "ranks_sha256": "<hex>"}
-      o200k_base.tiktoken  tiktoken's own ranks format: one `base64(token_bytes) rank` per line
-
-The runtime needs nothing else (no network, no tiktoken cache). Only stdlib + tiktoken here.
+The folder's format (encoding.json + tiktoken ranks, checksummed) is gptoss.bundle.tokenizer's; this module
+turns it into a tiktoken Encoding with the rules a chat runtime needs. The runtime needs nothing else (no
+network, no tiktoken cache). Only stdlib + tiktoken here.
 """
 
 from __future__ import annotations
 
-import base64
 import codecs
 import functools
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import tiktoken
 
-ENCODING_FILE = "encoding.json"
-FORMAT_VERSION = 1
+from gptoss.bundle.errors import TokenizerError
+from gptoss.bundle.tokenizer import read_tokenizer_dir
 
-
-class TokenizerError(Exception):
-    """The bundle's tokenizer folder is missing, malformed or fails its checksum. Names the file."""
-
-
-def parse_ranks(data: bytes, source: str = "<ranks>") -> dict[bytes, int]:
-    """Parse tiktoken's ranks format (`base64(token) rank` per line) into {token_bytes: rank}."""
-    ranks: dict[bytes, int] = {}
-    for lineno, line in enumerate(data.splitlines(), 1):
-        if not line:
-            continue
-        parts = line.split()
-        if len(parts) != 2:
-            raise TokenizerError(f"{source}:{lineno}: expected 'base64 rank', got {line[:60]!r}")
-        try:
-            ranks[base64.b64decode(parts[0], validate=True)] = int(parts[1])
-        except ValueError as exc:
-            raise TokenizerError(f"{source}:{lineno}: {exc}") from exc
-    return ranks
+__all__ = ["IncrementalDecoder", "Tokenizer", "TokenizerError", "as_tokenizer", "load_encoding"]
 
 
 def load_encoding(tokenizer_dir: Path) -> tiktoken.Encoding:
-    """Build the tiktoken Encoding described by `tokenizer_dir/encoding.json`, offline.
-
-    Verifies the ranks file's sha256 and that ids cover exactly `n_vocab`.
-    """
-    tokenizer_dir = Path(tokenizer_dir)
-    spec_path = tokenizer_dir / ENCODING_FILE
-    try:
-        spec = json.loads(spec_path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise TokenizerError(f"{spec_path}: missing (a bundle's tokenizer folder needs it)") from exc
-    except json.JSONDecodeError as exc:
-        raise TokenizerError(f"{spec_path}: not valid JSON: {exc}") from exc
-    missing = {"name", "pat_str", "special_tokens", "n_vocab", "ranks_file", "ranks_sha256"} - set(spec)
-    if missing:
-        raise TokenizerError(f"{spec_path}: missing keys {sorted(missing)}")
-    if spec.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
-        raise TokenizerError(f"{spec_path}: format_version {spec['format_version']}, expected {FORMAT_VERSION}")
-
-    ranks_path = tokenizer_dir / spec["ranks_file"]
-    try:
-        data = ranks_path.read_bytes()
-    except FileNotFoundError as exc:
-        raise TokenizerError(f"{ranks_path}: missing (named by {spec_path})") from exc
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != spec["ranks_sha256"]:
-        raise TokenizerError(f"{ranks_path}: sha256 {digest} does not match {spec['ranks_sha256']} in {spec_path}")
-    ranks = parse_ranks(data, str(ranks_path))
-
-    special_tokens = {str(k): int(v) for k, v in spec["special_tokens"].items()}
-    n_vocab = int(spec["n_vocab"])
-    ids = {*ranks.values(), *special_tokens.values()}
-    if len(ids) != n_vocab or min(ids) != 0 or max(ids) != n_vocab - 1:
-        raise TokenizerError(
-            f"{spec_path}: n_vocab is {n_vocab} but the ids present are {len(ids)} distinct in "
-            f"[{min(ids)}, {max(ids)}]"
-        )
+    """The tiktoken Encoding described by `tokenizer_dir/encoding.json`, offline (checksummed ranks)."""
+    spec, ranks = read_tokenizer_dir(Path(tokenizer_dir))
     # Not `explicit_n_vocab`: o200k_harmony names id 200018 twice (<|endofprompt|>, <|reserved_200018|>).
-    return tiktoken.Encoding(
-        spec["name"], pat_str=spec["pat_str"], mergeable_ranks=ranks, special_tokens=special_tokens
-    )
+    return tiktoken.Encoding(spec.name, pat_str=spec.pat_str, mergeable_ranks=ranks,
+                             special_tokens=spec.special_tokens)
 
 
 class IncrementalDecoder:

@@ -1,6 +1,9 @@
-"""Shared fixtures: tiny synthetic checkpoints (preset tiny, seed 0), written once per session.
+"""Shared fixtures: tiny synthetic checkpoints (preset tiny, seed 0) and tiny bundles, each made once per session.
 
-Golden tests across the project build on `tiny_hf`, `tiny_original` and `tiny_dense`; keep them stable.
+Tests are grouped by layer: contract/ (the bundle contract, the architecture), export/, quant/, targets/,
+runtime/, golden/ (against OpenAI's and Hugging Face's implementations). `tiny_bundle(target, quant, logits,
+source)` exports a bundle the first time it is asked for and hands the same folder to every later test: nothing
+is exported twice. Tests must not modify a shared bundle (copy it, or use `bundle_variant`).
 """
 
 import os
@@ -38,3 +41,24 @@ def tiny_original(tmp_path_factory) -> Path:
 def tiny_dense(tmp_path_factory) -> Path:
     """A dense Hugging Face checkpoint: tiny_hf's experts dequantized to bf16."""
     return _tiny(tmp_path_factory, "hf-dense")
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, request):
+    """tiny_bundle(target="cpu", quant=None, logits=None, source="hf") -> the bundle folder, exported once.
+
+    target: a registered target's name or a `Target` row (a test's own); source: "hf" or "original"."""
+    from gptoss.compile.pipeline import export_bundle
+
+    made: dict = {}
+    root = tmp_path_factory.mktemp("bundles")
+
+    def get(target="cpu", quant=None, logits=None, source="hf") -> Path:
+        name = target if isinstance(target, str) else target.name
+        key = (name, tuple(sorted((quant or {}).items())), logits, source)
+        if key not in made:
+            ckpt = request.getfixturevalue({"hf": "tiny_hf", "original": "tiny_original"}[source])
+            made[key] = export_bundle(ckpt, root / f"{name}-{len(made)}", target=target, quant=quant, logits=logits)
+        return made[key]
+
+    return get

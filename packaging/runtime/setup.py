@@ -1,7 +1,9 @@
-"""Build `gptoss-runtime` (or one of its flavors) from the repository's `__init__.py` and `runtime/`.
+"""Build `gptoss-runtime` (or one of its flavors) from the repository's `__init__.py`, `errors.py`, `bundle/` and
+`runtime/`.
 
-The repository root is the `gptoss` package, so the sources are staged into build/src/gptoss first (only
-`__init__.py` and `runtime/*.py`: the wheel never holds export/, quant/ or targets/), then packaged.
+The repository root is the `gptoss` package, so the sources are staged into build/src/gptoss first (only the root
+`__init__.py` and `errors.py`, the bundle contract and the runtime: the wheel never holds export/, compile/, ir/,
+quant/ or targets/), then packaged.
 
 One onnxruntime package per flavor, chosen with GPTOSS_RUNTIME_FLAVOR at build time. They are separate
 distributions rather than extras because an extra cannot *replace* a dependency: `gptoss-runtime[gpu]`
@@ -20,23 +22,35 @@ REPO = HERE.parents[1]
 STAGE = HERE / "build" / "src"
 
 # flavor -> (distribution name suffix, the onnxruntime package it runs on)
+# Bundles need ONNX Runtime 1.32's contrib kernels (QMoE fp4, GroupQueryAttention with head_sink).
 FLAVORS = {
-    "cpu": ("", "onnxruntime>=1.20"),
-    "gpu": ("-gpu", "onnxruntime-gpu>=1.20"),
-    "qnn": ("-qnn", "onnxruntime-qnn>=1.20"),
-    "directml": ("-directml", "onnxruntime-directml>=1.20"),
-    "openvino": ("-openvino", "onnxruntime-openvino>=1.20"),
+    "cpu": ("", "onnxruntime>=1.32,<1.33"),
+    "gpu": ("-gpu", "onnxruntime-gpu>=1.32,<1.33"),
 }
 COMMON = ["numpy>=1.26", "tiktoken>=0.9", "click>=8.1"]
+MODULES = ("__init__.py", "errors.py")            # the root package's own modules the runtime needs
+PACKAGES = ("bundle", "runtime")                  # copied whole (their .py files, subpackages included)
 
 
-def stage() -> None:
+def stage() -> list[str]:
+    """Copy the runtime's sources into STAGE/gptoss; return the package names to ship."""
     shutil.rmtree(STAGE, ignore_errors=True)
     pkg = STAGE / "gptoss"
-    (pkg / "runtime").mkdir(parents=True)
-    shutil.copy2(REPO / "__init__.py", pkg / "__init__.py")
-    for source in sorted((REPO / "runtime").glob("*.py")):
-        shutil.copy2(source, pkg / "runtime" / source.name)
+    pkg.mkdir(parents=True)
+    for name in MODULES:
+        shutil.copy2(REPO / name, pkg / name)
+    for package in PACKAGES:
+        for source in sorted((REPO / package).rglob("*.py")):
+            target = pkg / source.relative_to(REPO)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    return packages()
+
+
+def packages() -> list[str]:
+    root = STAGE / "gptoss"
+    return ["gptoss"] + sorted("gptoss." + ".".join(p.parent.relative_to(root).parts)
+                               for p in root.rglob("__init__.py") if p.parent != root)
 
 
 def version() -> str:
@@ -58,9 +72,9 @@ setup(
     version=version() if (REPO / "__init__.py").is_file() else "0.0.0",
     description="The lean gpt-oss runtime: run gptoss bundles with ONNX Runtime (numpy + tiktoken, no torch)",
     license="Apache-2.0",
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     package_dir={"": os.path.relpath(STAGE, HERE)},
-    packages=["gptoss", "gptoss.runtime"],
+    packages=packages(),
     install_requires=[onnxruntime, *COMMON],
     entry_points={"console_scripts": ["gptoss = gptoss.runtime.cli:main"]},
     zip_safe=False,

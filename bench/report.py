@@ -1,0 +1,323 @@
+"""docs/benchmarks.md and docs/benchmarks-decode.png from what bench/benchmarks.py measured (its benchmarks.json).
+
+Every timed number is the median of the rounds, with the spread and the best beside it:
+`median (min–max, best b)`, or `value (1 run)` for one measured once; the "gptoss advantage" column and the
+24-layer extrapolation use the medians. Peak RSS is the max over the rounds; sizes are as measured.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stats import (
+    CONTEXTS,
+    PROMPTS,
+    SLICES,
+    aggregate,
+    as_list,
+    is_summary,
+    medians,
+    ok_runs,
+    summarize,
+)
+
+PEER = "onnxruntime-genai"
+TABLE_HEAD = [f"| metric | gptoss | {PEER} | gptoss advantage |", "|---|---|---|---|"]
+
+
+# ------------------------------------------------------------------------------------- numbers
+def fmt(x, unit="", digits=1):
+    """A plain number (or a summary, via fmt_stat)."""
+    if is_summary(x):
+        return fmt_stat(x, unit, digits)
+    return "n/a" if x is None else f"{x:.{digits}f}{unit}"
+
+
+def fmt_stat(s: dict | None, unit="", digits=1) -> str:
+    """`6.21 (6.02–6.30, best 6.30)`: the median, the spread over the rounds and the best; `6.21 (1 run)`."""
+    if s is None:
+        return "n/a"
+    head = f"{s['median']:.{digits}f}{unit}"
+    if s["n"] == 1:
+        return f"{head} (1 run)"
+    return f"{head} ({s['min']:.{digits}f}–{s['max']:.{digits}f}, best {s['best']:.{digits}f})"
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def median_of(x):
+    return x["median"] if is_summary(x) else x
+
+
+def ratio(ours, peer, higher_is_better=True):
+    """How many times better ours is, on the medians."""
+    ours, peer = median_of(ours), median_of(peer)
+    if ours is None or peer is None or not peer or not ours:
+        return "n/a"
+    return f"{(ours / peer if higher_is_better else peer / ours):.2f}x"
+
+
+def _gib(x):
+    return None if x is None else x / 2**30
+
+
+def _get(d, *keys):
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def cold_load(entry: dict, side: str) -> dict | None:
+    """The cold loads of one side: a number in the old JSON (measured once), a list per round in the new."""
+    return summarize(as_list(entry.get(f"{side}_cold_load_s")), False)
+
+
+# ------------------------------------------------------------------------------------- header
+def rounds_note(s: dict) -> str:
+    runs = [e.get(k) or [] for e in s.values() for k in ("ours_runs", "peer_runs")]
+    counts = "/".join(map(str, sorted({len(r) for r in runs if r}))) or "no"
+    per_round_cold = any(isinstance(e.get("ours_cold_load_s"), list) for e in s.values())
+    return (f"{counts} rounds per side on each slice, ours and the peer's alternating in fresh processes "
+            "(bench/ours.py, bench/peer.py); the 32k context is decoded in the first round only; the cold loads "
+            "(page cache dropped first) " + ("once per round, before that round's warm run." if per_round_cold
+                                             else "once per side, after the rounds."))
+
+
+def section_header(results: dict, s: dict, rendered_by: str | None) -> list[str]:
+    m = results["machine"]
+    regen = f"Regenerate: `{results['command']}` (about an hour; artifacts are kept in --work)."
+    if rendered_by:
+        regen += f" This page was written from that run's saved measurements by `{rendered_by}`."
+    return ["# Benchmarks: gpt-oss-20b on a 2-core CPU, gptoss vs onnxruntime-genai", "", regen, "",
+            (f"Machine: {m['cores']} cores ({m['cpu']}), {m['mem_gib']:.0f} GiB RAM, no GPU; both sides run with 2 "
+            f"intra-op threads on onnxruntime 1.32.0. Memory read bandwidth (numpy sum over 2 GiB on 2 threads, best "
+            f"of 5): **{results['bandwidth_gbs']:.1f} GB/s**."), "",
+            ("Checkpoints are synthetic (random weights) in the published Hugging Face layout and shapes of "
+            "gpt-oss-20b, so every byte moved and every FLOP is the real model's. The peer is "
+            "onnxruntime-genai's own builder (`-p int4 -e cpu`) and runtime; ours is `gptoss-export export` (target "
+            "cpu, default schemes) and `gptoss.runtime`. Prompts are the same random text-token ids on both sides; "
+            "decoding is greedy."), "",
+            "Each timed number is the **median** of the rounds, then the spread and the best: `median (min–max, "
+            "best)`; `(1 run)` marks one measured once. The gptoss advantage is the ratio of the medians. Peak RSS "
+            "is the highest of the rounds. " + rounds_note(s), ""]
+
+
+# ------------------------------------------------------------------------------------- per-slice tables
+def table_rows(label: str, o: dict, p: dict, o_cold, p_cold) -> list[str]:
+    """One slice's table: (metric, ours, peer, higher is better, digits); ours and peer are aggregate()s."""
+    g = _get
+    rows = [
+        ("load, warm (s)", g(o, "load_s"), g(p, "load_s"), False, 2),
+        ("load, cold page cache (s)", o_cold, p_cold, False, 2),
+        *[(f"time to first token, {n}-token prompt (s)", g(o, "prompts", n, "ttft_s"), g(p, "prompts", n, "ttft_s"),
+           False, 2) for n in PROMPTS],
+        ("prefill tok/s (2048-token prompt)", g(o, "prompts", 2048, "prefill_tok_s"),
+         g(p, "prompts", 2048, "prefill_tok_s"), True, 1),
+        *[(f"decode tok/s at {c // 1024}k context", g(o, "contexts", c, "decode_tok_s"),
+           g(p, "contexts", c, "decode_tok_s"), True, 2) for c in CONTEXTS],
+        ("peak RSS up to 8k context (GiB)", _gib(g(o, "peak_rss_bytes")), _gib(g(p, "peak_rss_bytes")), False, 2),
+        ("peak RSS with the 32k context (GiB)", _gib(g(o, "peak_rss_all_bytes")), None, False, 2),
+        ("model on disk (GiB)", _gib(g(o, "model_bytes")), _gib(g(p, "model_bytes")), False, 2),
+    ]
+    out = [f"#### {label}", "", *TABLE_HEAD]
+    for name, ov, pv, hib, d in rows:
+        out.append(f"| {name} | {fmt(ov, '', d)} | {fmt(pv, '', d)} | {ratio(ov, pv, hib)} |")
+    return out + [""]
+
+
+def section_slices(s: dict, agg: dict) -> list[str]:
+    names = [str(L) for L in s]
+    lines = [f"## Full width, {', '.join(names[:-1])} and {names[-1]} layers, side by side" if len(names) > 1
+             else f"## Full width, {names[0]} layer(s), side by side", ""]
+    for L, (o, p) in agg.items():
+        lines += table_rows(f"{L}-layer slice", o, p, cold_load(s[L], "ours"), cold_load(s[L], "peer"))
+        lines += failed_rounds(s[L])
+    return lines
+
+
+def failed_rounds(entry: dict) -> list[str]:
+    """A line per side with rounds that produced no numbers (left out of the table above)."""
+    out = []
+    for key, name in (("ours_runs", "gptoss"), ("peer_runs", PEER)):
+        runs = entry.get(key) or []
+        bad = len(runs) - len(ok_runs(runs))
+        if bad:
+            out.append(f"- {name}: {bad} of {plural(len(runs), 'round')} failed, left out of the table above "
+                       "(benchmarks.json has the errors).")
+    return out + [""] if out else []
+
+
+# ------------------------------------------------------------------------------------- fidelity
+def section_fidelity(s: dict) -> list[str]:
+    fid = [(L, s[L]["fidelity"]) for L in s if (s[L].get("fidelity") or {}).get("ours")]
+    if not fid:
+        return []
+    lines = ["## Fidelity against the fp32 reference (same 64-token prompt, every position)", "",
+             "| slice | side | relative logit error | max abs diff | top-1 agreement |", "|---|---|---|---|---|"]
+    for L, f in fid:
+        for side, name in (("ours", "gptoss (MXFP4 experts exact, int8 dense, fp32 router)"),
+                           ("peer", f"{PEER} (int4 everything)")):
+            r = f[side]
+            lines.append(f"| {L} layers | {name} | {r['relative_error']:.2e} | {r['max_abs_diff']:.3g} | "
+                         f"{100 * r['top1_agreement']:.1f}% |")
+    return lines + [""]
+
+
+# ------------------------------------------------------------------------------------- per layer, 24 layers
+def extrapolate(one: dict, two: dict, three: dict) -> dict:
+    """24-layer estimates from the 1-, 2- and 3-layer slices (plain numbers: the medians). Layer 0 and 2 slide,
+    layer 1 is full, so full = L2 - L1 and sliding = L3 - L2, and 24 layers = L1 + 11 sliding + 12 full."""
+    def est(*keys):
+        v1, v2, v3 = (_get(x, *keys) for x in (one, two, three))
+        if None in (v1, v2, v3):
+            return None
+        return {"full": v2 - v1, "sliding": v3 - v2, "at24": v1 + 11 * (v3 - v2) + 12 * (v2 - v1)}
+    out = {c: est("contexts", c, "decode_ms") for c in CONTEXTS}
+    out["ttft"] = {n: est("prompts", n, "ttft_s") for n in PROMPTS}
+    out["load"] = est("load_s")
+    return out
+
+
+def extrapolated_rows(eo: dict, ep: dict) -> list[str]:
+    lines = []
+    for c in CONTEXTS:
+        o, p = eo.get(c), ep.get(c)
+        if o:
+            lines.append(f"| decode ms per full / sliding layer, {c // 1024}k context | {o['full']:.2f} / "
+                         f"{o['sliding']:.2f} | " + (f"{p['full']:.2f} / {p['sliding']:.2f}" if p else "n/a") + " | |")
+    for c in CONTEXTS:
+        o, p = eo.get(c), ep.get(c)
+        if o:
+            lines.append(f"| **decode tok/s, 24 layers (extrapolated), {c // 1024}k context** | {1e3 / o['at24']:.2f} | "
+                         + (f"{1e3 / p['at24']:.2f} | {ratio(p['at24'], o['at24'])}" if p else "n/a | n/a") + " |")
+    for n in PROMPTS:
+        o, p = eo["ttft"].get(n), ep["ttft"].get(n)
+        if o and p:
+            lines.append(f"| time to first token, {n}-token prompt, 24 layers (extrapolated, s) | "
+                         f"{o['at24']:.1f} | {p['at24']:.1f} | {ratio(o['at24'], p['at24'], False)} |")
+    o, p = eo.get("load"), ep.get("load")
+    if o and p:
+        lines.append(f"| load, warm, 24 layers (extrapolated, s) | {o['at24']:.1f} | {p['at24']:.1f} | "
+                     f"{ratio(o['at24'], p['at24'], False)} |")
+    return lines
+
+
+def section_extrapolation(s: dict, eo: dict, ep: dict) -> list[str]:
+    lines = ["## Per layer, and extrapolated to 24 layers", "",
+             ("On a small slice the unembedding (201088 x 2880) dominates and hides what the layers cost. Layers "
+             "0 and 2 use the sliding window and layer 1 attends to everything, so the 2-layer minus 1-layer "
+             "slice is one full-attention layer and 3 minus 2 one sliding layer; gpt-oss-20b = 1-layer slice "
+             "+ 11 sliding + 12 full layers. Computed from each slice's medians."), "",
+             f"| | gptoss | {PEER} | gptoss advantage |", "|---|---|---|---|", *extrapolated_rows(eo, ep), ""]
+    for L in SLICES:
+        b = s[L].get("peer_build") or {}
+        if b.get("peak_rss_bytes"):
+            lines.append(f"- Peer builder, {L} layer(s): {b.get('wall_s', 0):.0f} s, peak RSS "
+                         f"{b['peak_rss_bytes'] / 2**30:.1f} GiB.")
+    return lines + ["", ("The peer's builder decodes every expert to bf16 while it works (about 1.6 GB more RSS per "
+                    "layer: ~51 GB for 24 layers), so the full model cannot be built on this 24 GB machine; the full "
+                    "model is compared through the extrapolation above. Our exporter streams: 2.7 GB peak for all 24 "
+                    "layers."), ""]
+
+
+# ------------------------------------------------------------------------------------- full model, floor
+def section_full(results: dict, f: dict) -> list[str]:
+    full = results["full"]
+    lines = ["## gpt-oss-20b, all 24 layers (ours)", "",
+             (f"Measured by `{full.get('command', results['command'])}` (the slices above may come from a later "
+             f"run with `--skip-full`, which keeps this section); {plural(f.get('rounds', 0), 'round')}."), "",
+             ("Decode contexts are filled with random keys and values (`--fill synthetic`): a decode step "
+             "costs the same whatever the cached values are, and prefilling 32k tokens on 2 cores would take "
+             "most of an hour."), "",
+             "| metric | gptoss |", "|---|---|",
+             (f"| export time / peak RSS | {fmt(_get(full, 'ours_export', 'export_s'), ' s', 0)} / "
+             f"{fmt(_gib(_get(full, 'ours_export', 'export_peak_rss_bytes')), ' GiB', 2)} |"),
+             f"| load, warm (s) | {fmt(f.get('load_s'), '', 2)} |",
+             f"| load, cold page cache (s) | {fmt(cold_load(full, 'ours'), '', 2)} |"]
+    for n in PROMPTS:
+        lines.append(f"| time to first token, {n}-token prompt (s) | {fmt(_get(f, 'prompts', n, 'ttft_s'), '', 2)} |")
+    lines.append(f"| prefill tok/s (2048) | {fmt(_get(f, 'prompts', 2048, 'prefill_tok_s'))} |")
+    for c in CONTEXTS:
+        lines.append(f"| decode tok/s at {c // 1024}k context | {fmt(_get(f, 'contexts', c, 'decode_tok_s'), '', 2)} |")
+    return lines + [f"| peak RSS while generating (GiB) | {fmt(_gib(f.get('peak_rss_bytes')), '', 2)} |",
+                    f"| bundle on disk (GiB) | {fmt(_gib(f.get('model_bytes')), '', 2)} |", ""]
+
+
+def section_floor(results: dict, f: dict) -> list[str]:
+    bpt = results["full"]["bytes_per_token"]
+    floor = results["bandwidth_gbs"] * 1e9 / bpt["total"]
+    d1 = median_of(_get(f, "contexts", 1024, "decode_tok_s"))
+    return ["### The decode floor", "",
+            (f"One decode step reads {bpt['total'] / 1e9:.2f} GB of weights: active experts (4 of 32) "
+            f"{bpt['experts_active'] / 1e9:.2f} GB, attention {bpt['attention'] / 1e9:.2f} GB, unembedding "
+            f"{bpt['unembedding'] / 1e9:.2f} GB. At {results['bandwidth_gbs']:.1f} GB/s that is a floor of "
+            f"**{1e3 / floor:.0f} ms per token ({floor:.2f} tok/s)**; at 1k context we decode at "
+            f"{fmt(d1, ' tok/s', 2)} (median), **{100 * (d1 or 0) / floor:.0f}% of the floor's speed**."), ""]
+
+
+# ------------------------------------------------------------------------------------- plot
+def decode_series(agg: dict, ep: dict | None, f: dict | None) -> dict[str, dict]:
+    """label -> {context: decode tok/s summary (or a plain number for an extrapolation)}."""
+    series = {f"gptoss, {L} layers": {c: v["decode_tok_s"] for c, v in o.get("contexts", {}).items()}
+              for L, (o, _) in agg.items()}
+    series.update({f"{PEER}, {L} layers": {c: v["decode_tok_s"] for c, v in p.get("contexts", {}).items()}
+                   for L, (_, p) in agg.items()})
+    if ep:
+        series[f"{PEER}, 24 layers (extrapolated)"] = {c: 1e3 / ep[c]["at24"] for c in CONTEXTS if ep.get(c)}
+    if f:
+        series["gptoss, 24 layers"] = {c: v["decode_tok_s"] for c, v in f.get("contexts", {}).items()}
+    return series
+
+
+def plot(path: Path, series: dict[str, dict]) -> None:
+    """Decode tok/s against context: the medians, with bars from the slowest to the fastest round."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9.5, 4.2))
+    for label, points in series.items():
+        xs = sorted(c for c in points if points[c] is not None)
+        if not xs:
+            continue
+        ys = [median_of(points[x]) for x in xs]
+        lo = [y - (points[x]["min"] if is_summary(points[x]) else y) for x, y in zip(xs, ys)]
+        hi = [(points[x]["max"] if is_summary(points[x]) else y) - y for x, y in zip(xs, ys)]
+        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=label,
+                    linestyle="--" if PEER in label else "-")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(CONTEXTS), [f"{c // 1024}k" for c in CONTEXTS])
+    ax.set_xlabel("context (tokens)")
+    ax.set_ylabel("decode tok/s (2 threads)\nmedian; bars: min–max")
+    ax.set_title("gpt-oss-20b shapes on 2 CPU cores: decode speed vs context")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------- the page
+def write_report(results: dict, md: Path, png: Path, rendered_by: str | None = None) -> None:
+    """results: benchmarks.json as bench/benchmarks.py writes it (slice keys may be ints or strings).
+    rendered_by: the command line, when the page is written from saved measurements (--report-only)."""
+    s = {int(L): e for L, e in sorted(results["slices"].items(), key=lambda kv: int(kv[0]))}
+    agg = {L: (aggregate(e["ours_runs"]), aggregate(e.get("peer_runs", []))) for L, e in s.items()}
+    lines = section_header(results, s, rendered_by) + section_slices(s, agg) + section_fidelity(s)
+    ep = None
+    if all(L in agg for L in SLICES):
+        eo = extrapolate(*(medians(agg[L][0]) for L in SLICES))
+        ep = extrapolate(*(medians(agg[L][1]) for L in SLICES))
+        lines += section_extrapolation(s, eo, ep)
+    f = aggregate(results["full"]["ours_runs"]) if results.get("full") else None
+    if f:
+        lines += section_full(results, f) + section_floor(results, f)
+    plot(png, decode_series(agg, ep, f))
+    lines += [f"![decode tok/s vs context, median of the rounds, bars from the slowest to the fastest]({png.name})",
+              ""]
+    md.write_text("\n".join(lines))

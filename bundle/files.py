@@ -1,0 +1,37 @@
+"""The files of a bundle: checksums, and paths confined to the bundle folder."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path, PurePosixPath
+
+from .errors import BundleError
+
+
+def sha256(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def confined(bundle_dir: Path, rel: str, where: str) -> Path:
+    """`bundle_dir / rel`, refused (BundleError naming `where`) unless `rel` is a relative path without `..`
+    that stays inside the bundle folder once symlinks are resolved."""
+    pure = PurePosixPath(rel)
+    if not rel or pure.is_absolute() or Path(rel).is_absolute() or ".." in pure.parts or "\\" in rel:
+        raise BundleError(f"{where}: {rel!r} must be a plain relative path inside the bundle folder")
+    path = bundle_dir / pure
+    if not path.resolve().is_relative_to(bundle_dir.resolve()):
+        raise BundleError(f"{where}: {rel!r} resolves outside the bundle folder")
+    return path
+
+
+def listing(folder: Path, progress=None) -> dict[str, dict]:
+    """{relative posix path: {"bytes", "sha256"}} of every file under `folder`; `progress(paths, total)` may
+    wrap the iteration (a progress bar)."""
+    paths = sorted(p for p in folder.rglob("*") if p.is_file())
+    if progress is not None:
+        paths = progress(paths, sum(p.stat().st_size for p in paths))
+    return {p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256(p)} for p in paths}

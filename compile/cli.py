@@ -1,0 +1,111 @@
+"""`gptoss-export`: the compiler's command line. Each command turns its arguments into one library call.
+
+Add a command with `@main.command()`; errors our code raises on purpose (`GptOssError`) print as one
+`Error: ...` line and exit with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from gptoss.errors import GptOssError
+from gptoss.export.config import PRESETS
+from gptoss.export.layout import LAYOUTS
+from gptoss.export.synth import DIMENSIONS, synth_config, write_synthetic
+
+
+class _UserError(click.ClickException):
+    exit_code = 2
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except GptOssError as e:
+            raise _UserError(str(e)) from None
+
+
+@click.group(cls=_Group)
+def main() -> None:
+    """Compile OpenAI's gpt-oss models ahead of time for ONNX Runtime targets."""
+
+
+def _dimension_options(f):
+    """One `--FLAG N` option per model dimension (synth.DIMENSIONS), default: the preset's."""
+    for flag, field in reversed(DIMENSIONS.items()):
+        f = click.option(f"--{flag.replace('_', '-')}", flag, type=click.IntRange(min=1), default=None,
+                         help=f"Override {field}.")(f)
+    return f
+
+
+@main.command()
+@click.argument("out", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--preset", "preset_name", type=click.Choice(sorted(PRESETS)), default="tiny", show_default=True,
+              help="Model dimensions to start from.")
+@click.option("--layout", type=click.Choice(LAYOUTS), default="hf", show_default=True,
+              help="File layout: Hugging Face (MXFP4), OpenAI's original/, or HF with dense bf16 experts.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Replace OUT if it exists and is not empty.")
+@_dimension_options
+def synth(out: Path, preset_name: str, layout: str, seed: int, force: bool, **dims: int | None) -> None:
+    """Write a synthetic (random, deterministic) gpt-oss checkpoint to OUT."""
+    write_synthetic(out, synth_config(preset_name, **dims), layout=layout, seed=seed, force=force, progress=True)
+    click.echo(str(out))
+
+
+def _parse_quant(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in values:
+        part, sep, scheme = item.partition("=")
+        if not sep or not part or not scheme:
+            raise click.BadParameter(f"{item!r}: expected PART=SCHEME, e.g. attention=int4", param_hint="--quant")
+        out[part.strip()] = scheme.strip()
+    return out
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Bundle folder to write.")
+@click.option("--target", default="cpu", show_default=True, help="Target (see `gptoss-export targets`).")
+@click.option("--quant", multiple=True, metavar="PART=SCHEME",
+              help="Weight scheme of one part (experts, attention, router, embedding, unembedding); repeatable.")
+@click.option("--logits", type=click.Choice(["selectable", "all", "last"]), default=None,
+              help="Which positions get logits: chosen per call by the runtime (default on dynamic targets), every "
+                   "one (static targets), or the last.")
+@click.option("--layout", type=click.Choice(LAYOUTS), default=None, help="Force the checkpoint layout.")
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists and is not empty.")
+def export(checkpoint: Path, out: Path, target: str, quant: tuple[str, ...], logits: str | None, layout: str | None,
+           force: bool) -> None:
+    """Compile a gpt-oss CHECKPOINT into a self-contained bundle for one target."""
+    from .pipeline import export_bundle
+
+    export_bundle(checkpoint, out, target=target, quant=_parse_quant(quant), logits=logits, layout=layout,
+                  force=force, progress=True)
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def inspect(path: Path, as_json: bool) -> None:
+    """Show what a bundle or checkpoint holds: config, ops, parts and sizes, target."""
+    import json
+
+    from .inspect import describe, format_report
+
+    info = describe(path)
+    click.echo(json.dumps(info, indent=2) if as_json else format_report(info))
+
+
+@main.command()
+def targets() -> None:
+    """List the targets: name, execution provider, shapes, KV dtype, default schemes."""
+    from gptoss.targets.registry import TARGETS
+
+    for t in TARGETS.values():
+        schemes = ", ".join(f"{part}={scheme}" for part, scheme in t.quant.items())
+        click.echo(f"{t.name:<10} {t.provider.name:<28} {t.shapes.kind:<8} kv {t.kv_dtype:<8} {schemes}")
+        click.echo(f"{'':<10} {t.description}")

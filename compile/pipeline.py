@@ -1,0 +1,177 @@
+"""checkpoint -> bundle, one named stage after another, each returning a typed result:
+
+    plan      Plan        the target row, each part's scheme, the logits mode: arguments checked before any work
+    read      Source      the checkpoint, every header validated (Checkpoint.open), and a reader of its tensors
+    portable  Portable    one portable graph per graph role of the target's shapes (export/graph.py), weights lazy
+    lower     Lowered     the target's passes, in order, then its boundary checks; the contract they produced
+    write     Written     the graph files and their one weights file, streamed a tensor at a time (ir.onnx_io)
+    aot       Written     the target's ahead-of-time step (none yet: the graphs as written)
+    manifest              manifest.json (bundle.Manifest) with the size and sha256 of every file
+
+Everything is written into a temporary sibling folder and renamed into place at the end (staging.py): an
+interrupted or failed export leaves no half-written bundle, and an existing bundle is replaced only with `force`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from gptoss import __version__
+from gptoss.bundle.manifest import GraphContract, GraphFile, Manifest, TargetSpec, TokenizerSpec
+from gptoss.bundle.shapes import Static
+from gptoss.export.checkpoint import Checkpoint, mxfp4_reader
+from gptoss.export.config import ModelConfig
+from gptoss.export.errors import ExportError
+from gptoss.export.graph import build_portable_graph
+from gptoss.ir.graph import Graph
+from gptoss.targets.base import LoweringContext, Target
+from gptoss.targets.passes.checks import check_lowered
+from gptoss.targets.registry import get_target
+
+from .staging import Log, staged_folder, write_tokenizer
+
+WEIGHTS_FILE = "model.weights"
+GRAPH_FILES = {"main": "model.onnx", "prefill": "prefill.onnx", "decode": "decode.onnx"}
+
+
+@dataclass(frozen=True)
+class Plan:
+    target: Target
+    schemes: dict[str, str]
+    logits: str
+
+
+@dataclass(frozen=True)
+class Source:
+    checkpoint: Checkpoint
+    read: Callable
+    config: ModelConfig
+
+
+@dataclass(frozen=True)
+class Portable:
+    graphs: dict[str, Graph]          # role -> graph
+    contract: GraphContract
+
+
+@dataclass(frozen=True)
+class Lowered:
+    graphs: dict[str, Graph]
+    contract: GraphContract
+
+
+@dataclass(frozen=True)
+class Written:
+    graph_files: dict[str, GraphFile]
+    parts: dict[str, int]             # packed bytes per part
+
+
+def plan(target: str | Target, quant: dict[str, str] | None, logits: str | None) -> Plan:
+    tgt = target if isinstance(target, Target) else get_target(target)
+    static = isinstance(tgt.shapes, Static)
+    logits = logits or ("all" if static else "selectable")
+    if static and logits != "all":
+        raise ExportError(f"target {tgt.name} has static shapes, whose graphs return every position's logits: "
+                          f"--logits must be 'all', got {logits!r}")
+    return Plan(tgt, tgt.schemes(quant), logits)
+
+
+def read(checkpoint_dir: str | Path, layout: str | None) -> Source:
+    ckpt = Checkpoint.open(checkpoint_dir, layout=layout)
+    return Source(ckpt, mxfp4_reader(ckpt), ckpt.config)
+
+
+def portable(source: Source, p: Plan) -> Portable:
+    graphs, contracts = {}, set()
+    for role, tokens in p.target.shapes.graph_tokens().items():
+        graphs[role], contract = build_portable_graph(source.config, source.read, logits=p.logits,
+                                                      kv_dtype=p.target.kv_dtype, shapes=p.target.shapes,
+                                                      tokens=tokens)
+        contracts.add(contract)
+    (contract,) = contracts
+    return Portable(graphs, contract)
+
+
+def lower(graphs: Portable, p: Plan) -> Lowered:
+    ctx = LoweringContext(p.schemes)
+    contracts = set()
+    for graph in graphs.graphs.values():
+        contract = graphs.contract
+        for pass_ in p.target.passes:
+            contract = pass_(graph, contract, ctx)
+        graph.drop_dead_nodes()
+        check_lowered(graph, p.target)
+        contracts.add(contract)
+    (contract,) = contracts
+    return Lowered(graphs.graphs, contract)
+
+
+def write(lowered: Lowered, folder: Path, after_tensor: Callable[[], None], log: Log) -> Written:
+    """Stream the weights; after each tensor the checkpoint's pages are released (RSS stays flat)."""
+    from gptoss.ir.onnx_io import weights_nbytes, write_onnx
+
+    files = {role: GraphFile(role, GRAPH_FILES[role], tokens) for role, tokens in
+             lowered.contract.shapes.graph_tokens().items()}
+    graphs = {files[role].file: g for role, g in lowered.graphs.items()}
+    with log.bytes_bar(weights_nbytes(graphs), "weights") as bar:
+        def on_tensor(t):
+            after_tensor()
+            bar(t.nbytes)
+
+        try:
+            parts = write_onnx(graphs, folder, WEIGHTS_FILE, on_tensor=on_tensor)
+        except OSError as e:
+            raise ExportError(f"writing the bundle into {folder}: {e.strerror or e}") from None
+    return Written(files, parts)
+
+
+def aot(p: Plan, folder: Path, written: Written) -> Written:
+    if p.target.aot is None:
+        return written
+    compiled = p.target.aot(folder, {role: f.file for role, f in written.graph_files.items()})
+    return Written({role: GraphFile(role, compiled[role], f.tokens) for role, f in written.graph_files.items()},
+                   written.parts)
+
+
+def manifest(p: Plan, source: Source, lowered: Lowered, written: Written, tokenizer: dict | None, folder: Path,
+             log: Log) -> Manifest:
+    from gptoss.bundle.files import listing
+
+    t = p.target
+    return Manifest(
+        model=source.config.to_dict(),
+        target=TargetSpec(t.name, t.provider.name, dict(t.provider_options), dict(t.session_options)),
+        graphs=written.graph_files, weights=(WEIGHTS_FILE,), contract=lowered.contract, quant=dict(p.schemes),
+        parts=written.parts, tokenizer=TokenizerSpec(**{**tokenizer, "files": tuple(tokenizer["files"])})
+        if tokenizer else None,
+        files=listing(folder, progress=log.files_bar), created_by=f"gptoss {__version__}",
+        source={"layout": source.checkpoint.layout, "dense_experts": source.checkpoint.dense_experts})
+
+
+def export_bundle(checkpoint_dir: str | Path, out_dir: str | Path, target: str | Target = "cpu",
+                  quant: dict[str, str] | None = None, logits: str | None = None, force: bool = False,
+                  layout: str | None = None, progress: bool = False) -> Path:
+    """Export a gpt-oss checkpoint into a self-contained bundle for one target. Returns the bundle path.
+
+    logits: "selectable" (default on dynamic targets), "all" or "last"; static targets return "all"."""
+    log, out_dir, t0 = Log(progress), Path(out_dir), time.time()
+    p = plan(target, quant, logits)
+    log.stage(1, "validate", str(checkpoint_dir))
+    source = read(checkpoint_dir, layout)
+    with staged_folder(out_dir, force) as tmp:
+        log.stage(2, "tokenizer", "o200k_harmony, offline")
+        tokenizer = write_tokenizer(tmp, source.checkpoint)
+        log.stage(3, "graph", f"{source.config.num_hidden_layers} layers, {source.config.num_experts} experts")
+        graphs = portable(source, p)
+        log.stage(4, "lower", f"target {p.target.name}: {', '.join(x.name for x in p.target.passes) or 'no passes'}")
+        lowered = lower(graphs, p)
+        log.stage(5, "write", "weights, streamed")
+        written = aot(p, tmp, write(lowered, tmp, source.checkpoint.release_pages, log))
+        log.stage(6, "manifest", "checksums")
+        manifest(p, source, lowered, written, tokenizer, tmp, log).write(tmp)
+    log.line(f"done in {time.time() - t0:.1f} s: {out_dir}")
+    return out_dir
+

@@ -1,0 +1,121 @@
+"""The "shared" cache (bundle.kv): one buffer per layer, bound as both `past` and `present`.
+
+    full layer:     [1, kv, rows, hd]; the graph writes the new rows at their absolute positions and reads rows
+                    [0, N + T); rows grow (x2, one copy) when N + T would reach them.
+    sliding layer:  [1, kv, C, hd] with C fixed by the manifest (>= window): the attention op keeps the last
+                    positions itself (ORT GroupQueryAttention sliding_window_cache), compacting in place.
+
+Nothing is copied per step. The buffers live where the `Placement` says (kv/storage.py): host numpy, or OrtValues
+on the execution provider's device, which the graph reads and writes in place. Rolling back: full layers just
+forget rows past the target; a sliding layer can go back to any length only while it never compacted
+(N <= C), else to a checkpoint (a copy of its C rows).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from gptoss.bundle import names
+from gptoss.bundle.kv import KVContract
+
+from .base import Checkpoint, KVCache
+from .storage import HOST, Placement
+
+GROWTH = 2
+
+
+@dataclass
+class _Layer:
+    keep: int | None                    # None: a full layer
+    key: object                         # HostBuffer | DeviceBuffer [1, kv, rows, hd]
+    value: object
+    rows: int
+
+
+class SharedCache(KVCache):
+    def __init__(self, spec: KVContract, capacity: int = 256, max_checkpoints: int = 4,
+                 placement: Placement = HOST):
+        """capacity: rows preallocated on full layers (they hold strictly more rows than the sequence)."""
+        super().__init__(spec, max_checkpoints)
+        self.placement = placement
+        self._layers = [self._new_layer(keep, fixed, capacity + 1) for keep, fixed in zip(spec.keep, spec.capacity)]
+
+    def _new_layer(self, keep: int | None, fixed: int | None, rows: int) -> _Layer:
+        rows = fixed if fixed is not None else rows
+        return _Layer(keep, self._buffer(rows), self._buffer(rows), rows)
+
+    def _buffer(self, rows: int):
+        return self.placement.buffer((1, self._kv, rows, self._hd), self.dtype)
+
+    # ---------------------------------------------------------------- facts
+    def held(self, layer: int) -> int:
+        lay, n = self._layers[layer], self.length
+        return n if lay.keep is None else min(n, lay.keep)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(lay.key.nbytes + lay.value.nbytes for lay in self._layers) + self._checkpoint_bytes()
+
+    def buffers(self, layer: int):
+        """Layer `layer`'s (key, value) buffers, `[1, kv, rows, hd]` (HostBuffer or DeviceBuffer)."""
+        lay = self._layers[layer]
+        return lay.key, lay.value
+
+    # ------------------------------------------------------------ one step
+    def bind(self, binding: ort.IOBinding, new: int) -> None:
+        for i, lay in enumerate(self._layers):
+            if lay.keep is None:
+                # strictly more rows than N + new: a buffer as long as the sequence would read as a plain past
+                self._grow(lay, self.length + new + 1)
+            pk, pv, ck, cv = names.kv_names(i)
+            lay.key.bind_input(binding, pk)
+            lay.value.bind_input(binding, pv)
+            lay.key.bind_output(binding, ck)
+            lay.value.bind_output(binding, cv)
+
+    def commit(self, token_ids) -> None:
+        self._record(token_ids)
+
+    def fill_random(self, length: int, seed: int = 0) -> None:
+        if self.length:
+            raise ValueError("fill_random needs an empty cache")
+        rng = np.random.default_rng(seed)
+        for lay in self._layers:
+            if lay.keep is None:
+                self._grow(lay, length + 1)
+            rows = length if lay.keep is None else min(length, lay.rows)
+            for buf in (lay.key, lay.value):
+                buf.write_rows(rng.standard_normal((1, self._kv, rows, self._hd), dtype=np.float32).astype(self.dtype, copy=False))
+        self._record([-1] * length)
+
+    # -------------------------------------------------------------- rollback
+    def _snapshot(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
+        """A sliding layer's whole buffer: its row order depends on the length, so all of it is the state."""
+        lay = self._layers[layer]
+        return lay.key.read(), lay.value.read()
+
+    def _can_truncate(self, s: int) -> bool:
+        """Sliding layers that never compacted (N <= rows) still hold positions 0..N-1 in rows 0..N-1."""
+        return all(lay.keep is None or self.length <= lay.rows for lay in self._layers)
+
+    def _truncate(self, s: int, cp: Checkpoint | None) -> None:
+        if cp is not None:
+            for i, (k, v) in cp.sliding.items():
+                self._layers[i].key.write(k)
+                self._layers[i].value.write(v)
+        del self.tokens[s:]
+        self.last_logits = None
+
+    def _grow(self, lay: _Layer, rows: int) -> None:
+        if rows <= lay.rows:
+            return
+        new_rows = max(rows, GROWTH * lay.rows)
+        n = min(self.length, lay.rows)
+        for attr in ("key", "value"):
+            fresh = self._buffer(new_rows)
+            fresh.write_rows(getattr(lay, attr).read()[:, :, :n])
+            setattr(lay, attr, fresh)
+        lay.rows = new_rows

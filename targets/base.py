@@ -1,0 +1,97 @@
+"""What a target is: one frozen row naming its execution provider, its ordered passes, its shapes, its KV dtype,
+its weight schemes and its ahead-of-time step. Each target is one small file beside this one (cpu.py,
+portable.py, ...) that defines `TARGET`; `registry.py` finds them.
+
+    Target
+      provider       ExecutionProvider: the ONNX Runtime EP name, and the package that brings it
+      passes         an ordered tuple of typed passes (targets/passes), each (graph, contract, ctx) -> contract
+      keeps          the gptoss custom ops the target runs as they are (their ONNX function bodies), unlowered
+      ops            ops the lowered graph must hold (a boundary check)
+      kv_dtype       the KV cache's dtype; the graph builder emits it
+      shapes         Dynamic() | Static(chunk, context); the graph builder emits them
+      quant/allowed  per part, the default scheme and the schemes the target's kernels run
+      aot            ahead-of-time compilation of the written graphs (None: nothing to do)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping, Protocol
+
+from gptoss.bundle.manifest import GraphContract
+from gptoss.bundle.shapes import Dynamic, Shapes
+from gptoss.errors import GptOssError
+from gptoss.ir.graph import Graph
+from gptoss.quant.schemes import PARTS
+
+
+class TargetError(GptOssError):
+    """An unknown target, a scheme a target cannot run, or a lowered graph that fails a target's checks."""
+
+
+@dataclass(frozen=True)
+class LoweringContext:
+    """What every pass may read besides the graph: the weight scheme chosen for each part."""
+
+    schemes: Mapping[str, str]
+
+
+class Pass(Protocol):
+    """A lowering pass: rewrites `graph` in place and returns the contract the graph speaks afterwards."""
+
+    name: str
+
+    def __call__(self, graph: Graph, contract: GraphContract, ctx: LoweringContext) -> GraphContract: ...
+
+
+class AotStep(Protocol):
+    """Ahead-of-time compilation of a written bundle's graphs (e.g. an EP context binary)."""
+
+    def __call__(self, bundle_dir: Path, graph_files: Mapping[str, str]) -> Mapping[str, str]: ...
+
+
+@dataclass(frozen=True)
+class ExecutionProvider:
+    name: str                           # the ONNX Runtime provider name, e.g. "CPUExecutionProvider"
+    package: str = "onnxruntime"        # the pip distribution that brings it
+
+
+def frozen(**kw) -> MappingProxyType:
+    return MappingProxyType(kw)
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    provider: ExecutionProvider
+    passes: tuple[Pass, ...]
+    quant: Mapping[str, str]                    # part -> default scheme
+    allowed: Mapping[str, tuple[str, ...]]      # part -> schemes this target's kernels run
+    keeps: frozenset[str] = frozenset()         # gptoss custom ops left as functions ("MoE", "Attention", ...)
+    ops: tuple[str, ...] = ()                   # ops the lowered graph is expected to hold ("domain.Op")
+    kv_dtype: str = "float32"
+    shapes: Shapes = Dynamic()
+    provider_options: Mapping[str, str] = field(default_factory=frozen)
+    session_options: Mapping[str, object] = field(default_factory=frozen)
+    aot: AotStep | None = None
+
+    def __post_init__(self):
+        if set(self.quant) != set(PARTS) or set(self.allowed) != set(PARTS):
+            raise TargetError(f"target {self.name!r}: quant and allowed must name every part {list(PARTS)}")
+
+    def scheme_for(self, part: str, overrides: Mapping[str, str] | None = None) -> str:
+        scheme = (overrides or {}).get(part, self.quant[part])
+        if scheme not in self.allowed[part]:
+            raise TargetError(f"target {self.name!r} cannot run {part} as {scheme!r}; "
+                              f"it can: {', '.join(self.allowed[part])}")
+        return scheme
+
+    def schemes(self, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Every part's scheme: the target's defaults with `overrides` (part -> scheme) applied and checked."""
+        unknown = sorted(set(overrides or {}) - set(PARTS))
+        if unknown:
+            raise TargetError(f"unknown part(s) {unknown}; known parts: {', '.join(PARTS)}")
+        return {part: self.scheme_for(part, overrides) for part in PARTS}

@@ -1,0 +1,29 @@
+"""`cpu`: ONNX Runtime's CPU provider with its contrib ops. Experts stay exact MXFP4 (QMoE fp4), attention is
+GroupQueryAttention with sinks, the window and in-place ("shared") KV buffers, dense weights MatMulNBits int8,
+the embedding GatherBlockQuantized int8."""
+
+from .base import ExecutionProvider, Target, frozen
+from .passes.attention import AttentionToGQA
+from .passes.dense import DenseToMatMulNBits
+from .passes.embedding import EmbeddingToGatherQuantized
+from .passes.moe import MoeToQMoE
+
+TARGET = Target(
+    name="cpu",
+    description="ONNX Runtime CPU with contrib ops: QMoE (exact MXFP4), GroupQueryAttention with sinks, "
+                "MatMulNBits, GatherBlockQuantized.",
+    provider=ExecutionProvider("CPUExecutionProvider"),
+    passes=(
+        MoeToQMoE(),
+        AttentionToGQA(),
+        # int8 activations: at accuracy level 0 (fp32 activations) the 20b unembedding alone took 5+ s per decode
+        # step on 2 cores; level 4 runs it at memory speed (docs/benchmarks.md).
+        DenseToMatMulNBits(accuracy_level=4),
+        EmbeddingToGatherQuantized(),
+    ),
+    quant=frozen(experts="mxfp4", attention="int8", router="fp32", embedding="int8", unembedding="int8"),
+    allowed=frozen(experts=("mxfp4",), attention=("fp32", "int8", "int4"), router=("fp32",),
+                   embedding=("fp32", "fp16", "int8", "int4"), unembedding=("fp32", "int8", "int4")),
+    ops=("com.microsoft.QMoE", "com.microsoft.GroupQueryAttention"),
+    session_options=frozen(graph_optimization_level="ORT_ENABLE_ALL"),
+)

@@ -1,0 +1,86 @@
+"""gptoss.Attention -> com.microsoft.GroupQueryAttention: sinks, window, rotary, and the "shared" KV contract.
+
+    GroupQueryAttention(q, k, v, past_key.i, past_value.i, seqlens_k, total_sequence_length,
+                        cos_cache, sin_cache, position_ids, -, sinks)
+        head_sink = sinks; local_window_size = window (counting the query itself) on sliding layers;
+        do_rotary = 1 from cos/sin caches [max_positions, head_dim/2] built from the portable graph's own YaRN
+        constants; past and present are ONE buffer per layer that the runtime binds as both ("shared"):
+        full layers write the new rows at their absolute positions (from position_ids), sliding layers live in
+        the op's own window cache (sliding_window_cache = 1) of bundle.kv.shared_capacity rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from onnx import TensorProto, helper
+
+from gptoss.bundle.kv import KVContract, shared_capacity
+from gptoss.bundle.manifest import GraphContract
+from gptoss.ir.graph import (GPTOSS_DOMAIN, MAX_POSITIONS, MS_DOMAIN, ROTARY_CONCENTRATION, ROTARY_INV_FREQ, Graph,
+                             LazyTensor, node_attributes)
+
+from ..base import LoweringContext, TargetError
+
+
+@dataclass(frozen=True)
+class AttentionToGQA:
+    name = "attention_to_gqa"
+
+    def __call__(self, graph: Graph, contract: GraphContract, ctx: LoweringContext) -> GraphContract:
+        if contract.kv.mode != "concat":
+            raise TargetError(f"{self.name} lowers the portable (concat) attention, not a {contract.kv.mode!r} one")
+        cos, sin = _rotary_caches(graph, contract.kv.head_dim)
+        seqlens, total = _absolute_lengths(graph)
+        for node in graph.nodes_of("Attention", GPTOSS_DOMAIN):
+            q, k, v, past_k, past_v, _cos, _sin, sinks = node.input
+            attrs = node_attributes(node)
+            window = attrs["window"]
+            sliding = {"local_window_size": window, "sliding_window_cache": 1} if window > 0 else \
+                {"local_window_size": -1}
+            graph.replace_node(node, [helper.make_node(
+                "GroupQueryAttention", [q, k, v, past_k, past_v, seqlens, total, cos, sin, "position_ids", "", sinks],
+                list(node.output), name=node.name, domain=MS_DOMAIN, num_heads=attrs["num_heads"],
+                kv_num_heads=attrs["kv_num_heads"], do_rotary=1, rotary_interleaved=0, **sliding)])
+        graph.opsets.setdefault(MS_DOMAIN, 1)
+        kv: KVContract = contract.kv
+        shared = dataclasses.replace(kv, mode="shared", capacity=tuple(shared_capacity(w) for w in kv.window))
+        shared.validate()
+        return dataclasses.replace(contract, kv=shared)
+
+
+def _rotary_caches(graph: Graph, head_dim: int) -> tuple[str, str]:
+    """cos/sin caches [max_positions, head_dim/2] (fp32) from the portable graph's YaRN constants."""
+    inv_freq = graph.constant_value(ROTARY_INV_FREQ).astype(np.float32)
+    concentration = np.float32(graph.constant_value(ROTARY_CONCENTRATION))
+    max_pos = int(graph.meta[MAX_POSITIONS])
+
+    def table(fn) -> Callable[[], np.ndarray]:
+        def produce():
+            freqs = np.arange(max_pos, dtype=np.float32)[:, None] * inv_freq[None, :]
+            return (fn(freqs) * concentration).astype(np.float32)
+        return produce
+
+    half = head_dim // 2
+    cos = graph.weight(LazyTensor("model.rotary.cos_cache", (max_pos, half), np.float32, table(np.cos), "attention"))
+    sin = graph.weight(LazyTensor("model.rotary.sin_cache", (max_pos, half), np.float32, table(np.sin), "attention"))
+    return cos, sin
+
+
+def _absolute_lengths(graph: Graph) -> tuple[str, str]:
+    """seqlens_k [B] = last position, total_sequence_length = last position + 1 (int32), from position_ids;
+    emitted once at the top of the graph for every layer."""
+    p = "/model/attention_lengths"
+    last, longest, total64 = f"{p}/last_position", f"{p}/longest", f"{p}/total64"
+    seqlens, total = f"{p}/seqlens_k", f"{p}/total_sequence_length"
+    graph.nodes[0:0] = [
+        helper.make_node("ReduceMax", ["position_ids", graph.const([1])], [last], name=last, keepdims=0),
+        helper.make_node("Cast", [last], [seqlens], name=seqlens, to=TensorProto.INT32),
+        helper.make_node("ReduceMax", [last], [longest], name=longest, keepdims=0),
+        helper.make_node("Add", [longest, graph.const(1)], [total64], name=total64),
+        helper.make_node("Cast", [total64], [total], name=total, to=TensorProto.INT32),
+    ]
+    return seqlens, total

@@ -1,0 +1,218 @@
+"""gptoss-export: portable and CPU-lowered graphs against the PyTorch reference, bundle contract, bad input."""
+
+import hashlib
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from click.testing import CliRunner
+
+from gptoss.bundle import load_manifest
+from gptoss.compile.cli import main
+from gptoss.compile.pipeline import export_bundle
+from gptoss.export import load_model
+from gptoss.export.config import preset
+from gptoss.export.errors import CheckpointError, ExportError
+from gptoss.targets.base import TargetError
+from helpers import FP32
+from ort_driver import BundleDriver
+
+SEQ = 5 * preset("tiny").sliding_window + 16          # 56 tokens: decode steps run well past the window
+PREFILL = SEQ - 16
+
+
+@pytest.fixture(scope="module")
+def tokens():
+    return np.random.default_rng(11).integers(0, preset("tiny").vocab_size, SEQ)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_hf, tokens):
+    return load_model(tiny_hf)(torch.from_numpy(tokens)).numpy()
+
+
+INT4 = dict(attention="int4", embedding="int4", unembedding="int4")
+BUNDLES = {
+    "portable-hf": dict(target="portable"),
+    "portable-original": dict(target="portable", source="original"),
+    "cpu-fp32": dict(target="cpu", quant=FP32),
+    "cpu-original-fp32": dict(target="cpu", quant=FP32, source="original"),
+    "cpu-int8": dict(target="cpu"),
+    "cpu-int4": dict(target="cpu", quant=INT4),
+    "cpu-last": dict(target="cpu", quant=FP32, logits="last"),
+}
+
+
+@pytest.fixture(scope="module")
+def bundles(tiny_bundle):
+    return {name: tiny_bundle(**how) for name, how in BUNDLES.items()}
+
+
+def max_diff(a, b):
+    return float(np.abs(a - b).max())
+
+
+@pytest.mark.parametrize("name", ["portable-hf", "portable-original"])
+def test_portable_graph_matches_reference(bundles, name, tokens, reference):
+    driver = BundleDriver(bundles[name])
+    assert max_diff(driver.full(tokens), reference) <= 1e-4
+    assert max_diff(driver.prefill_then_decode(tokens, PREFILL), reference) <= 1e-4
+
+
+@pytest.mark.parametrize("name", ["cpu-fp32", "cpu-original-fp32"])
+def test_cpu_lowered_graph_matches_reference(bundles, name, tokens, reference):
+    driver = BundleDriver(bundles[name])
+    assert max_diff(driver.full(tokens), reference) <= 1e-3
+    assert max_diff(driver.prefill_then_decode(tokens, PREFILL), reference) <= 1e-3
+
+
+@pytest.mark.parametrize("name, max_rel, min_top1", [("cpu-int8", 0.04, 0.8), ("cpu-int4", 0.4, 0.3)])
+def test_quantized_dense_weights_stay_close(bundles, name, max_rel, min_top1, tokens, reference):
+    """Loose bounds around the measured error (docs/quantization.md) so that a regression fails."""
+    got = BundleDriver(bundles[name]).prefill_then_decode(tokens, PREFILL)
+    rel = np.linalg.norm(got - reference) / np.linalg.norm(reference)
+    top1 = float((got.argmax(-1) == reference.argmax(-1)).mean())
+    assert rel <= max_rel and top1 >= min_top1
+
+
+def test_last_logits_bundle_returns_one_position(bundles, tokens, reference):
+    driver = BundleDriver(bundles["cpu-last"])
+    logits, _ = driver.step(tokens, 0, driver.empty_cache())
+    assert logits.shape == (1, reference.shape[-1])
+    assert max_diff(logits[0], reference[-1]) <= 1e-3
+
+
+def test_portable_graph_passes_the_full_checker(bundles):
+    model = onnx.load(str(bundles["portable-hf"] / "model.onnx"), load_external_data=False)
+    assert dict((p.key, p.value) for p in model.metadata_props) == {"max_positions": "4096"}
+    assert {f.name for f in model.functions} == {"MoE", "Attention"}
+    assert {n.op_type for n in model.graph.node if n.domain == "gptoss"} == {"MoE", "Attention"}
+    onnx.checker.check_model(str(bundles["portable-hf"] / "model.onnx"), full_check=True)
+
+
+def test_expert_selection_is_sparse_in_every_form(bundles):
+    """The portable MoE body gathers the top-k experts' packed rows; the CPU form is QMoE with uint8 weights."""
+    portable = onnx.load(str(bundles["portable-hf"] / "model.onnx"), load_external_data=False)
+    moe = next(f for f in portable.functions if f.name == "MoE")
+    topk = next(n for n in moe.node if n.op_type == "TopK")
+    gathers = [n for n in moe.node if n.op_type == "Gather" and n.input[1] == topk.output[1]]
+    assert {n.input[0] for n in gathers} >= {"gate_up_blocks", "gate_up_scales", "down_blocks", "down_scales"}
+    lowered = onnx.load(str(bundles["cpu-int8"] / "model.onnx"), load_external_data=False)
+    qmoe = [n for n in lowered.graph.node if n.op_type == "QMoE"]
+    assert len(qmoe) == preset("tiny").num_hidden_layers
+    weights = {i.name: i for i in lowered.graph.initializer}
+    assert all(weights[n.input[2]].data_type == onnx.TensorProto.UINT8 for n in qmoe)
+    assert all(weights[n.input[3]].data_type == onnx.TensorProto.FLOAT8E8M0 for n in qmoe)
+    assert not any(n.domain == "gptoss" for n in lowered.graph.node)
+
+
+def test_manifest_is_the_contract(bundles):
+    bundle = bundles["cpu-int8"]
+    manifest = load_manifest(bundle)
+    assert manifest.format_version == 2 and manifest.target.name == "cpu"
+    assert manifest.quant == {"experts": "mxfp4", "attention": "int8", "router": "fp32",
+                              "embedding": "int8", "unembedding": "int8"}
+    cfg = preset("tiny")
+    assert list(manifest.kv.window) == cfg.windows and manifest.kv.mode == "shared"
+    assert list(manifest.kv.keep) == [w - 1 if w else None for w in cfg.windows]
+    assert list(manifest.kv.capacity) == [2 * w if w else None for w in cfg.windows]
+    files = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()} - {"manifest.json"}
+    assert set(manifest.files) == files
+    for name, entry in manifest.files.items():
+        data = (bundle / name).read_bytes()
+        assert entry["bytes"] == len(data) and entry["sha256"] == hashlib.sha256(data).hexdigest()
+    assert manifest.tokenizer.n_vocab == cfg.vocab_size
+    assert sum(manifest.parts.values()) <= (bundle / "model.weights").stat().st_size
+    assert load_manifest(bundles["portable-hf"]).kv.mode == "concat"     # what the passes produced, not a row option
+
+
+def test_weights_are_external_and_aligned(bundles):
+    model = onnx.load(str(bundles["cpu-int8"] / "model.onnx"), load_external_data=False)
+    external = [t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    assert len(external) > 20
+    offsets = [int(next(e.value for e in t.external_data if e.key == "offset")) for t in external]
+    assert all(o % 4096 == 0 for o in offsets)
+    assert (bundles["cpu-int8"] / "model.onnx").stat().st_size < 1 << 20
+
+
+def test_bundle_without_room_for_the_vocabulary_speaks_token_ids(tmp_path):
+    from gptoss.export.synth import write_synthetic
+
+    ckpt = write_synthetic(tmp_path / "small-vocab", preset("tiny").replace(vocab_size=512), layout="hf")
+    bundle = export_bundle(ckpt, tmp_path / "bundle", target="cpu")
+    assert load_manifest(bundle).tokenizer is None
+
+
+# ------------------------------------------------------------------------------------------ bad input
+def test_unknown_target_lists_the_known_ones(tiny_hf, tmp_path):
+    with pytest.raises(TargetError, match="known targets: cpu, portable"):
+        export_bundle(tiny_hf, tmp_path / "b", target="tpu")
+    assert not (tmp_path / "b").exists()
+
+
+def test_unknown_scheme_or_part_is_rejected(tiny_hf, tmp_path):
+    with pytest.raises(TargetError, match="it can: fp32, int8, int4"):
+        export_bundle(tiny_hf, tmp_path / "b", quant={"attention": "int3"})
+    with pytest.raises(TargetError, match="known parts: experts, attention"):
+        export_bundle(tiny_hf, tmp_path / "b", quant={"mlp": "int8"})
+    assert not (tmp_path / "b").exists()
+
+
+def test_invalid_checkpoint_stops_before_any_output(tiny_hf, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_hf, broken)
+    config = json.loads((broken / "config.json").read_text())
+    config["hidden_size"] = 96
+    (broken / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        export_bundle(broken, tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+    assert not list(tmp_path.glob(".b.tmp-*"))
+
+
+def test_existing_output_needs_force(tiny_hf, tmp_path):
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(ExportError, match="--force"):
+        export_bundle(tiny_hf, out, target="portable")
+    assert (out / "keep.txt").read_text() == "mine"
+    export_bundle(tiny_hf, out, target="portable", force=True)
+    assert (out / "manifest.json").is_file() and not (out / "keep.txt").exists()
+
+
+def test_interrupted_export_leaves_nothing(tiny_hf, tmp_path, monkeypatch):
+    import gptoss.ir.onnx_io as onnx_io
+
+    def explode(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(onnx_io, "write_onnx", explode)
+    with pytest.raises(KeyboardInterrupt):
+        export_bundle(tiny_hf, tmp_path / "b", target="portable")
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def test_cli_export_and_inspect(tiny_hf, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "bundle"
+    result = runner.invoke(main, ["export", str(tiny_hf), "-o", str(out), "--quant", "attention=int4"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["inspect", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "com.microsoft.QMoE" in result.output and "attention=int4" in result.output
+    result = runner.invoke(main, ["inspect", str(tiny_hf), "--json"])
+    assert json.loads(result.output)["layout"] == "hf"
+
+
+def test_cli_errors_are_one_line(tiny_hf, tmp_path):
+    result = CliRunner().invoke(main, ["export", str(tiny_hf), "-o", str(tmp_path / "b"), "--target", "tpu"])
+    assert result.exit_code == 2
+    assert "Error: unknown target 'tpu'" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(main, ["export", str(tmp_path / "missing"), "-o", str(tmp_path / "b")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
