@@ -5,25 +5,54 @@
 
 Prints the call's wall time and the kernel time per op type (the second of two identical calls).
 """
-import onnxruntime as ort, numpy as np, json, sys, os, collections
-b = sys.argv[1]; T = int(sys.argv[2])
-m = json.load(open(f"{b}/manifest.json")); kv = m["graph"]["kv_cache"]
-so = ort.SessionOptions(); so.intra_op_num_threads = 2; so.enable_profiling = True
-s = ort.InferenceSession(f"{b}/" + os.environ.get("GRAPH", "model.onnx"), so, providers=["CPUExecutionProvider"])
-L = len(kv["window"]); H = kv["num_kv_heads"]; D = kv["head_dim"]
-f = {"input_ids": np.random.default_rng(0).integers(1000, 199998, (1, T)), "position_ids": np.arange(T)[None]}
-if "logits_from" in m["graph"]["inputs"]:
-    f["logits_from"] = np.array([T - 1])
-shared = kv.get("mode") == "shared"
-for i in range(L):
-    rows = (kv["capacity"][i] or T + 1) if shared else 0      # shared: whole buffers; concat: empty past
-    f[f"past_key.{i}"] = np.zeros((1, H, rows, D), np.float32); f[f"past_value.{i}"] = np.zeros((1, H, rows, D), np.float32)
-s.run(None, f); s.run(None, f)
-p = s.end_profiling(); ev = json.load(open(p)); os.remove(p)
-runs = [e for e in ev if e.get("cat") == "Session" and e["name"] == "model_run"]
-last = runs[-1]; agg = collections.Counter()
-for e in ev:
-    if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= last["ts"]:
-        agg[e["args"]["op_name"]] += e["dur"]
-tot = sum(agg.values()); print("run ms", last["dur"]/1000)
-for op, d in agg.most_common(6): print(f"  {op:28s} {d/1000:8.1f} ms {100*d/tot:5.1f}%")
+
+import collections
+import json
+import os
+import sys
+
+import numpy as np
+import onnxruntime as ort
+
+from gptoss.bundle import load_manifest, names
+
+
+def feeds(manifest, T: int) -> dict:
+    kv = manifest.kv
+    f = {names.INPUT_IDS: np.random.default_rng(0).integers(1000, 199998, (1, T)),
+         names.POSITION_IDS: np.arange(T)[None]}
+    if manifest.logits == "selectable":
+        f[names.LOGITS_FROM] = np.array([T - 1])
+    for i in range(kv.num_layers):
+        rows = (kv.capacity[i] or T + 1) if kv.mode == "shared" else 0      # shared: whole buffers; concat: empty
+        for name in (names.past_key(i), names.past_value(i)):
+            f[name] = np.zeros((1, kv.num_kv_heads, rows, kv.head_dim), np.dtype(kv.dtype))
+    return f
+
+
+def main(bundle: str, T: int) -> None:
+    manifest = load_manifest(bundle)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.enable_profiling = 2, True
+    graph = os.environ.get("GRAPH") or manifest.graphs["main"].file
+    session = ort.InferenceSession(os.path.join(bundle, graph), so, providers=["CPUExecutionProvider"])
+    f = feeds(manifest, T)
+    session.run(None, f)
+    session.run(None, f)
+    path = session.end_profiling()
+    with open(path) as fh:
+        events = json.load(fh)
+    os.remove(path)
+    last = [e for e in events if e.get("cat") == "Session" and e["name"] == "model_run"][-1]
+    per_op = collections.Counter()
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= last["ts"]:
+            per_op[e["args"]["op_name"]] += e["dur"]
+    total = sum(per_op.values())
+    print("run ms", last["dur"] / 1000)
+    for op, d in per_op.most_common(6):
+        print(f"  {op:28s} {d / 1000:8.1f} ms {100 * d / total:5.1f}%")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]))

@@ -14,7 +14,6 @@ sha256) or from a checkpoint's `tokenizer.json`.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os

@@ -154,7 +154,7 @@ def chat(bundle, provider, threads, max_context, allow_fallback, show_reasoning,
                 stream = convo.send(line, stream=True, max_new_tokens=max_new_tokens, temperature=temperature,
                                     seed=None if seed is None else seed + turn, cancel=cancel)
                 _stream_reply(stream, show_reasoning)
-            except RuntimeErrorBase as e:     # e.g. the context is full: say so, keep the session
+            except GptOssError as e:          # e.g. the context is full: say so, keep the session
                 click.secho(f"Error: {e}", err=True, fg="red")
         turn += 1
 

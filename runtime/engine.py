@@ -37,6 +37,9 @@ class Engine:
                  prefill_chunk: int, placement: Placement = HOST):
         self.sessions, self.manifest, self.kv = sessions, manifest, manifest.kv
         self.max_context, self.vocab, self.prefill_chunk = max_context, manifest.vocab_size, prefill_chunk
+        if placement.on_device and self.kv.mode != "shared":
+            raise ValueError(f"{manifest.path}: a {self.kv.mode!r} KV cache lives on the host; only a shared cache "
+                             f"can live on a device")
         self.placement = placement
         self.logits_dtype = np.dtype(np.float32)
         for role, session in sessions.items():

@@ -25,3 +25,36 @@ def bundle_variant(src: Path, dst: Path, edit) -> Path:
 def copy_bundle(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+def test_target(base: str, name: str, **changes):
+    """A test's own target: registered target `base`'s row under another name, with `changes` (shapes, kv_dtype,
+    ...). Export it with the `tiny_bundle` fixture like any registered one."""
+    import dataclasses
+
+    from gptoss.targets.registry import get_target
+
+    return dataclasses.replace(get_target(base), name=name, **changes)
+
+
+def static_target(chunk: int = 8, context: int = 64):
+    """The portable graph with static shapes: fixed chunks, fixed-capacity cache, explicit masks (kv mode "static")."""
+    from gptoss.bundle import Static
+
+    return test_target("portable", f"test-static-{chunk}-{context}", shapes=Static(chunk, context))
+
+
+def rewrite_safetensors(path: Path, drop=(), put=None) -> None:
+    """Rewrite a safetensors file without `drop` and with `put` (key -> array) replaced or added."""
+    import numpy as np
+
+    from gptoss.export.safetensors_io import SafetensorsFile, SafetensorsWriter
+
+    st = SafetensorsFile(path)
+    tensors = {k: np.array(st.get(k)) for k in st.keys() if k not in drop}
+    tensors.update(put or {})
+    tmp = path.with_suffix(".new")
+    with SafetensorsWriter(tmp, [(k, v.shape, v.dtype) for k, v in tensors.items()]) as w:
+        for k, v in tensors.items():
+            w.write(k, v)
+    tmp.replace(path)

@@ -72,7 +72,7 @@ class DeviceBuffer:
         binding.bind_ortvalue_output(name, self.value)
 
     def read(self) -> np.ndarray:
-        return self.value.numpy()
+        return np.array(self.value.numpy(), copy=True)    # on the CPU device numpy() may share the memory
 
     def write(self, array: np.ndarray) -> None:
         self.value.update_inplace(np.ascontiguousarray(array, dtype=self._dtype))

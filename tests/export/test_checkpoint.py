@@ -12,6 +12,7 @@ from gptoss.export.checkpoint import Checkpoint
 from gptoss.export.errors import CheckpointError
 from gptoss.export.safetensors_io import SafetensorsFile, SafetensorsWriter
 from gptoss.export.synth import canonical_tensor, synth_config, write_synthetic
+from helpers import rewrite_safetensors
 
 SMALL = synth_config("tiny", vocab=256, layers=2)
 
@@ -34,16 +35,7 @@ def bits(a):
     return a.view(np.uint16) if a.dtype == ml_dtypes.bfloat16 else a
 
 
-def rewrite(path, drop=(), put=None):
-    """Rewrite a safetensors file without `drop` and with `put` (key -> array) replaced or added."""
-    st = SafetensorsFile(path)
-    tensors = {k: np.array(st.get(k)) for k in st.keys() if k not in drop}
-    tensors.update(put or {})
-    tmp = path.with_suffix(".new")
-    with SafetensorsWriter(tmp, [(k, v.shape, v.dtype) for k, v in tensors.items()]) as w:
-        for k, v in tensors.items():
-            w.write(k, v)
-    tmp.replace(path)
+rewrite = rewrite_safetensors
 
 
 @pytest.fixture

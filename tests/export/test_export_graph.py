@@ -174,6 +174,27 @@ def test_invalid_checkpoint_stops_before_any_output(tiny_hf, tmp_path):
     assert not list(tmp_path.glob(".b.tmp-*"))
 
 
+def test_a_tensor_the_quantizer_refuses_is_a_quantization_error_naming_it(tiny_hf, tmp_path):
+    """Packing happens while the weights stream out: its errors still say what could not be packed, not where."""
+    import shutil
+
+    import ml_dtypes
+
+    from gptoss.export.safetensors_io import SafetensorsFile
+    from gptoss.quant.errors import NonFiniteWeightError
+    from helpers import rewrite_safetensors
+
+    broken = tmp_path / "nan"
+    shutil.copytree(tiny_hf, broken)
+    key = "model.layers.0.self_attn.q_proj.weight"
+    w = np.array(SafetensorsFile(broken / "model.safetensors").get(key)).astype(np.float32)
+    w[3, 5] = np.nan
+    rewrite_safetensors(broken / "model.safetensors", put={key: w.astype(ml_dtypes.bfloat16)})
+    with pytest.raises(NonFiniteWeightError, match="layers.0.qkv.weight: holds NaN"):
+        export_bundle(broken, tmp_path / "b", target="cpu")
+    assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".b.*"))
+
+
 def test_existing_output_needs_force(tiny_hf, tmp_path):
     out = tmp_path / "b"
     out.mkdir()
@@ -210,9 +231,36 @@ def test_cli_export_and_inspect(tiny_hf, tmp_path):
     assert json.loads(result.output)["layout"] == "hf"
 
 
+def test_cli_lists_the_targets():
+    result = CliRunner().invoke(main, ["targets"])
+    assert result.exit_code == 0
+    rows = [line.split()[:2] for line in result.output.splitlines() if line and not line.startswith(" ")]
+    assert rows == [["cpu", "CPUExecutionProvider"], ["portable", "CPUExecutionProvider"]]
+
+
 def test_cli_errors_are_one_line(tiny_hf, tmp_path):
     result = CliRunner().invoke(main, ["export", str(tiny_hf), "-o", str(tmp_path / "b"), "--target", "tpu"])
     assert result.exit_code == 2
     assert "Error: unknown target 'tpu'" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(main, ["export", str(tmp_path / "missing"), "-o", str(tmp_path / "b")])
     assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+# ------------------------------------------------------------------------------------ the target shapes the graph
+def test_a_float16_cache_is_what_the_graph_takes(tiny_bundle, tokens, reference):
+    """The builder reads the KV dtype from the target: a float16 target's graph takes and returns float16 caches
+    (attention computes in float16), and the manifest says so."""
+    from gptoss.runtime import Model
+    from helpers import test_target
+
+    bundle = tiny_bundle(test_target("portable", "test-fp16-kv", kv_dtype="float16"))
+    assert load_manifest(bundle).kv.dtype == "float16"
+    graph = onnx.load(str(bundle / "model.onnx"), load_external_data=False).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.input, *graph.output]}
+    assert types["past_key.0"] == types["present_value.3"] == onnx.TensorProto.FLOAT16
+    assert types["logits"] == onnx.TensorProto.FLOAT
+    got = Model.load(bundle).logits(tokens.tolist())
+    # float16 keeps 11 significant bits (unit roundoff 2^-11): attention's roundings moved the logits by 0.07% of
+    # their scale here; an fp32 path would be ~1e-6, a wrong cast or mask far more
+    assert np.abs(got - reference).max() <= 5e-3 * np.abs(reference).max()
+    assert (got.argmax(-1) == reference.argmax(-1)).mean() >= 0.95

@@ -89,14 +89,26 @@ def test_dense_checkpoint_matches_mxfp4(tiny_dense, tiny_hf, tokens):
     assert (dense(tokens) - packed(tokens)).abs().max().item() <= 1e-5
 
 
-def test_bf16_compute_tracks_fp32(tiny_hf, tokens, openai_logits):
-    model = load_model(tiny_hf, dtype=torch.bfloat16)
-    got = model(tokens).float()
+def test_bf16_compute_tracks_fp32_as_well_as_openais_bf16(tiny_hf, tiny_original, tokens, openai_logits):
+    """bf16 results depend on the CPU's bf16 kernels (avx512_bf16 or not), so the bar is a bf16 oracle run on the same
+    machine: OpenAI's reference in its native bf16. Ours must stay as close to the fp32 logits as it does."""
+    from gpt_oss.torch.model import Transformer
+
+    with torch.no_grad():
+        oracle = Transformer.from_checkpoint(str(tiny_original / "original"), device="cpu").eval()(tokens).float()
+    got = load_model(tiny_hf, dtype=torch.bfloat16)(tokens).float()
     assert got.dtype == torch.float32 and torch.isfinite(got).all()
-    # bf16 keeps ~3 significant digits: a loose bound that still catches a wrong layer.
-    assert (got - openai_logits).abs().max().item() < 0.25 * openai_logits.abs().max().item()
-    agree = (got.argmax(-1) == openai_logits.argmax(-1)).float().mean().item()
-    assert agree >= 0.9
+
+    def rel(x):
+        return ((x - openai_logits).norm() / openai_logits.norm()).item()
+
+    def top1(x):
+        return (x.argmax(-1) == openai_logits.argmax(-1)).float().mean().item()
+
+    # bf16 rounds to 8 significant bits (unit roundoff 2^-9 = 0.2%); a few dozen roundings in sequence give a few
+    # percent, measured 1.5% on both sides here. A wrong layer or a dtype slip costs far more.
+    assert rel(got) <= 1.5 * rel(oracle) + 1e-3 and rel(oracle) < 0.05
+    assert top1(got) >= top1(oracle) - 0.1
 
 
 def test_batched_forward_equals_unbatched(tiny_hf, tokens):

@@ -7,7 +7,6 @@ more than 64 tokens past the sliding window (tiny preset: window 8).
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,11 +113,12 @@ def test_missing_provider_is_an_error_unless_fallback_is_allowed(bundle):
 
 
 def test_weights_are_memory_mapped_not_read(bundle):
-    # ORT maps model.weights (file-backed pages, shared, evictable) instead of reading it into the heap.
-    loaded = Model.load(bundle)
-    maps = Path("/proc/self/maps").read_text()
-    assert str((bundle / "model.weights").resolve()) in maps
-    del loaded
+    """ORT maps model.weights (file-backed pages, shared, evictable) instead of reading it into the heap. Checked in a
+    fresh process: this one already maps the file through the session-wide model."""
+    code = ("import sys; from pathlib import Path; from gptoss.runtime import Model; m = Model.load(sys.argv[1]); "
+            "print(str((Path(sys.argv[1]) / 'model.weights').resolve()) in Path('/proc/self/maps').read_text())")
+    out = subprocess.run([sys.executable, "-c", code, str(bundle)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
 
 
 def test_max_context_beyond_the_model_is_rejected(bundle):
@@ -338,16 +338,15 @@ def test_conversation_reuses_the_previous_turn_and_matches_a_fresh_chat(model):
     assert fresh.reused_tokens == 0
 
 
-def test_chat_stream_events_add_up_to_the_result(model):
+def test_a_live_chat_stream_ends_with_its_result(model):
+    """The random tiny model writes no well-formed harmony: the stream must still end cleanly with a result
+    holding exactly the generated ids (strict event accounting: tests/runtime/test_chat_stream.py)."""
     stream = model.chat([{"role": "user", "content": "Hi"}], stream=True, max_new_tokens=40, temperature=0)
     events = list(stream)
     result = stream.result
-    by_channel = {}
-    for e in events:
-        by_channel[e.channel] = by_channel.get(e.channel, "") + e.text
     assert result.finish_reason in ("stop", "tool_call", "length")
-    assert len(result.token_ids) <= 40
-    assert by_channel.get("final", "") + by_channel.get(None, "") == result.final or result.messages == []
+    assert 0 < len(result.token_ids) <= 40 and all(e.text for e in events)
+    assert result.prompt_tokens > 0 and result.reused_tokens == 0
 
 
 def test_chat_stream_result_before_iteration_is_an_error(model):
