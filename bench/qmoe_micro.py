@@ -5,7 +5,7 @@
 E=32 experts, top-4, hidden 2880, intermediate 2880, random weights (speed does not depend on
 the values). Compares the MXFP4 recipe (quant_type="fp4") with block-32 int4 and int8
 (quant_type="int") and prints the median and p90 latency per call. The recipes are the ones
-pinned in tests/test_ort_contract.py and written up in docs/ort-contrib-ops.md.
+pinned in tests/targets/test_ort_qmoe.py and written up in docs/ort-contrib-ops.md.
 """
 
 from __future__ import annotations
