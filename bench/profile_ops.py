@@ -34,7 +34,7 @@ def main(bundle: str, T: int) -> None:
     manifest = load_manifest(bundle)
     so = ort.SessionOptions()
     so.intra_op_num_threads, so.enable_profiling = 2, True
-    graph = os.environ.get("GRAPH") or manifest.graphs["main"].file
+    graph = os.environ.get("GRAPH") or manifest.graphs["main"].parts[0]
     session = ort.InferenceSession(os.path.join(bundle, graph), so, providers=["CPUExecutionProvider"])
     f = feeds(manifest, T)
     session.run(None, f)

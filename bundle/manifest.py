@@ -50,8 +50,12 @@ class GraphContract:
 
 @dataclass(frozen=True)
 class GraphFile:
-    role: str                 # "main" (dynamic), "prefill" / "decode" (static)
-    file: str
+    """One graph role of the bundle: "main" (dynamic), "prefill" / "decode" (static). A model too big for one
+    compiled graph (an NPU context) is split into `parts` run in order, chained through the hidden state
+    (names.HIDDEN_IN / HIDDEN_OUT); most bundles have one part."""
+
+    role: str
+    parts: tuple[str, ...]    # graph files, in order
     tokens: int | None        # tokens per call (None: any)
 
 
@@ -120,8 +124,10 @@ class Manifest:
         eos = self.model.get("eos_token_id")
         return int(eos) if eos is not None else None
 
-    def graph_path(self, role: str) -> Path:
-        return _files.confined(self.bundle_dir, self.graphs[role].file, f"{self.path}: 'graphs.{role}.file'")
+    def graph_paths(self, role: str) -> list[Path]:
+        """The files of graph `role`, in the order they run."""
+        return [_files.confined(self.bundle_dir, f, f"{self.path}: 'graphs.{role}.parts'")
+                for f in self.graphs[role].parts]
 
     def tokenizer_path(self) -> Path | None:
         if self.tokenizer is None:
@@ -151,7 +157,7 @@ class Manifest:
             "source": dict(self.source),
             "model": dict(self.model),
             "target": self.target.to_json(),
-            "graphs": {g.role: {"file": g.file, "tokens": g.tokens} for g in self.graphs.values()},
+            "graphs": {g.role: {"parts": list(g.parts), "tokens": g.tokens} for g in self.graphs.values()},
             "weights": list(self.weights),
             "logits": self.logits,
             "kv_cache": self.kv.to_json(),
@@ -246,7 +252,10 @@ def _graphs(r: Reader, doc: dict, shapes: Shapes) -> dict[str, GraphFile]:
         got = r.get(entry, "tokens", int, f"graphs.{role}", default=None)
         if got != tokens:
             raise BundleError(f"{r.path}: 'graphs.{role}.tokens' is {got}; {shapes.kind} shapes need {tokens}")
-        out[role] = GraphFile(role, r.get(entry, "file", str, f"graphs.{role}"), tokens)
+        parts = r.str_list(entry, "parts", f"graphs.{role}")
+        if not parts:
+            raise BundleError(f"{r.path}: 'graphs.{role}.parts' is empty")
+        out[role] = GraphFile(role, tuple(parts), tokens)
     extra = sorted(set(g) - set(out))
     if extra:
         raise BundleError(f"{r.path}: 'graphs' has {extra}, which {shapes.kind} shapes do not use")
@@ -277,7 +286,7 @@ def load_manifest(bundle_dir: str | Path) -> Manifest:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BundleError(f"{path}: not valid JSON ({e})") from None
     manifest = Manifest.from_json(doc, path)
-    named = [manifest.graph_path(role) for role in manifest.graphs] + [
+    named = [p for role in manifest.graphs for p in manifest.graph_paths(role)] + [
         _files.confined(bundle_dir, w, f"{path}: 'weights'") for w in manifest.weights]
     tok = manifest.tokenizer_path()
     for p in named + ([tok] if tok is not None else []):

@@ -10,12 +10,16 @@ The exporter names the graph's I/O with these; the runtime binds with them. Noth
     past_key.{i} / past_value.{i}        layer i's cache going in
     present_key.{i} / present_value.{i}  layer i's cache coming out (what that is depends on kv_cache.mode)
     logits                    [B, rows, vocab]
+    hidden_in / hidden_out    [B, T, hidden] float32   between the parts of a split model (manifest graphs.*.parts):
+                              every part but the first takes hidden_in, every part but the last returns hidden_out
 """
 
 INPUT_IDS = "input_ids"
 POSITION_IDS = "position_ids"
 LOGITS_FROM = "logits_from"
 LOGITS = "logits"
+HIDDEN_IN = "hidden_in"
+HIDDEN_OUT = "hidden_out"
 
 
 def past_key(layer: int) -> str:

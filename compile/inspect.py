@@ -32,9 +32,13 @@ def describe_bundle(path: Path) -> dict:
     m = load_manifest(path)
     graphs = {}
     for role, g in m.graphs.items():
-        ops, functions = _graph_ops(m.graph_path(role))
-        graphs[role] = {"file": g.file, "tokens": g.tokens, "ops": dict(sorted(ops.items(), key=lambda kv: -kv[1])),
-                        "functions": functions}
+        ops, functions = Counter(), []
+        for path in m.graph_paths(role):
+            part_ops, part_functions = _graph_ops(path)
+            ops.update(part_ops)
+            functions += [f for f in part_functions if f not in functions]
+        graphs[role] = {"parts": list(g.parts), "tokens": g.tokens,
+                        "ops": dict(sorted(ops.items(), key=lambda kv: -kv[1])), "functions": functions}
     kv = m.kv.to_json()
     return {
         "kind": "bundle",
@@ -99,7 +103,8 @@ def format_report(info: dict) -> str:
         lines.append(f"  {part:<12} {_size(n):>10}")
     lines.append(f"  {'total':<12} {_size(sum(info['parts_bytes'].values())):>10}")
     for role, g in info.get("graphs", {}).items():
-        lines.append(f"graph {role} ({g['file']}): " + ", ".join(f"{op} x{n}" for op, n in g["ops"].items()))
+        lines.append(f"graph {role} ({', '.join(g['parts'])}): "
+                     + ", ".join(f"{op} x{n}" for op, n in g["ops"].items()))
         if g["functions"]:
             lines.append("  functions: " + ", ".join(g["functions"]))
     lines.append("files:")

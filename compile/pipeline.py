@@ -113,9 +113,9 @@ def write(lowered: Lowered, folder: Path, after_tensor: Callable[[], None], log:
     """Stream the weights; after each tensor the checkpoint's pages are released (RSS stays flat)."""
     from gptoss.ir.onnx_io import weights_nbytes, write_onnx
 
-    files = {role: GraphFile(role, GRAPH_FILES[role], tokens) for role, tokens in
+    files = {role: GraphFile(role, (GRAPH_FILES[role],), tokens) for role, tokens in
              lowered.contract.shapes.graph_tokens().items()}
-    graphs = {files[role].file: g for role, g in lowered.graphs.items()}
+    graphs = {files[role].parts[0]: g for role, g in lowered.graphs.items()}
     with log.bytes_bar(weights_nbytes(graphs), "weights") as bar:
         def on_tensor(t):
             after_tensor()
@@ -131,8 +131,8 @@ def write(lowered: Lowered, folder: Path, after_tensor: Callable[[], None], log:
 def aot(p: Plan, folder: Path, written: Written) -> Written:
     if p.target.aot is None:
         return written
-    compiled = p.target.aot(folder, {role: f.file for role, f in written.graph_files.items()})
-    return Written({role: GraphFile(role, compiled[role], f.tokens) for role, f in written.graph_files.items()},
+    compiled = p.target.aot(folder, {role: f.parts for role, f in written.graph_files.items()})
+    return Written({role: GraphFile(role, tuple(compiled[role]), f.tokens) for role, f in written.graph_files.items()},
                    written.parts)
 
 

@@ -19,11 +19,10 @@ import onnxruntime as ort
 
 from gptoss.bundle import Manifest, names
 
-from .errors import BundleError, check_context
+from .errors import check_context
 from .kv import HOST, KVCache, Placement, new_cache
 from .kv.storage import bind_array
-
-_ORT_FLOAT = {"tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dtype(np.float16)}
+from .parts import Part, check_dtypes, parts_of
 
 
 class Cancelled(Exception):
@@ -31,50 +30,19 @@ class Cancelled(Exception):
 
 
 class Engine:
-    """What both engines share: the I/O check, caches, the context limit, prefill in chunks."""
+    """What both engines share: the parts of each graph role, caches, the context limit, prefill in chunks."""
 
-    def __init__(self, sessions: dict[str, ort.InferenceSession], manifest: Manifest, max_context: int,
+    def __init__(self, sessions: dict[str, list[ort.InferenceSession]], manifest: Manifest, max_context: int,
                  prefill_chunk: int, placement: Placement = HOST):
-        self.sessions, self.manifest, self.kv = sessions, manifest, manifest.kv
+        self.manifest, self.kv = manifest, manifest.kv
         self.max_context, self.vocab, self.prefill_chunk = max_context, manifest.vocab_size, prefill_chunk
+        self.hidden = int(manifest.model["hidden_size"])
         if placement.on_device and self.kv.mode != "shared":
             raise ValueError(f"{manifest.path}: a {self.kv.mode!r} KV cache lives on the host; only a shared cache "
                              f"can live on a device")
         self.placement = placement
-        self.logits_dtype = np.dtype(np.float32)
-        for role, session in sessions.items():
-            self.logits_dtype = self._check_io(role, session)
-
-    def _expected_io(self, role: str) -> tuple[list[str], list[str]]:
-        layers = [names.kv_names(i) for i in range(self.kv.num_layers)]
-        inputs = [names.INPUT_IDS, names.POSITION_IDS] + [n for kv in layers for n in kv[:2]]
-        if self.manifest.logits == "selectable":
-            inputs.append(names.LOGITS_FROM)
-        if self.kv.mode == "static":
-            inputs += sorted({names.attention_bias(w) for w in self.kv.window})
-        return inputs, [names.LOGITS] + [n for kv in layers for n in kv[2:]]
-
-    def _check_io(self, role: str, session: ort.InferenceSession) -> np.dtype:
-        """The graph's inputs and outputs are the ones the manifest implies, with its KV dtype; returns the
-        logits dtype."""
-        inputs = {i.name: i for i in session.get_inputs()}
-        outputs = {o.name: o for o in session.get_outputs()}
-        want_in, want_out = self._expected_io(role)
-        where = f"{self.manifest.graph_path(role)} (per {self.manifest.path})"
-        for kind, want, have in (("input", want_in, inputs), ("output", want_out, outputs)):
-            missing = [n for n in want if n not in have]
-            if missing:
-                raise BundleError(f"{where}: graph has no {kind} {missing[0]!r}; it has {sorted(have)[:8]}...")
-        extra = sorted(set(inputs) - set(want_in))
-        if extra:
-            raise BundleError(f"{where}: graph input {extra[0]!r} is not described by the manifest")
-        ltype = outputs[names.LOGITS].type
-        if ltype not in _ORT_FLOAT:
-            raise BundleError(f"{where}: logits output has type {ltype}; expected float or float16")
-        past_key = names.past_key(0)
-        if _ORT_FLOAT.get(inputs[past_key].type) != np.dtype(self.kv.dtype):
-            raise BundleError(f"{where}: {past_key} is {inputs[past_key].type} but kv_cache.dtype is {self.kv.dtype}")
-        return _ORT_FLOAT[ltype]
+        self.parts = {role: parts_of(manifest, role, role_sessions) for role, role_sessions in sessions.items()}
+        self.logits_dtype = check_dtypes(manifest, next(iter(self.parts.values())))
 
     # ------------------------------------------------------------------ facts
     @property
@@ -121,14 +89,28 @@ class Engine:
         cache.last_logits = rows[-1][0]
         return cache.last_logits
 
-    @staticmethod
-    def _run(session: ort.InferenceSession, binding: ort.IOBinding, run_options: ort.RunOptions | None) -> None:
-        try:
-            session.run_with_iobinding(binding, run_options)
-        except Exception:  # ORT raises its own exception types
-            if run_options is not None and run_options.terminate:
-                raise Cancelled() from None
-            raise
+    def _run_parts(self, role: str, T: int, bind, out: np.ndarray, run_options: ort.RunOptions | None) -> None:
+        """Run graph `role`'s parts in order; `bind(binding, part)` binds a part's own inputs and cache, the hidden
+        state flows from part to part, the last part writes the logits into `out`."""
+        hidden = None
+        for part in self.parts[role]:
+            binding = part.session.io_binding()
+            bind(binding, part)
+            if not part.first:
+                bind_array(binding.bind_input, names.HIDDEN_IN, hidden)
+            if part.last:
+                bind_array(binding.bind_output, names.LOGITS, out)
+            else:
+                hidden_out = np.empty((1, T, self.hidden), np.float32)
+                bind_array(binding.bind_output, names.HIDDEN_OUT, hidden_out)
+            try:
+                part.session.run_with_iobinding(binding, run_options)
+            except Exception:  # ORT raises its own exception types
+                if run_options is not None and run_options.terminate:
+                    raise Cancelled() from None
+                raise
+            if not part.last:
+                hidden = hidden_out
 
 
 class DynamicEngine(Engine):
@@ -143,16 +125,16 @@ class DynamicEngine(Engine):
         T = int(token_ids.shape[0])
         ids = np.ascontiguousarray(token_ids, dtype=np.int64).reshape(1, T)
         positions = np.arange(cache.length, cache.length + T, dtype=np.int64).reshape(1, T)
-        session = self.sessions["main"]
-        binding = session.io_binding()
-        bind_array(binding.bind_input, names.INPUT_IDS, ids)
-        bind_array(binding.bind_input, names.POSITION_IDS, positions)
         logits_from = np.array([T - out.shape[1]], dtype=np.int64)   # bound by pointer: must outlive the run
-        if self.manifest.logits == "selectable":
-            bind_array(binding.bind_input, names.LOGITS_FROM, logits_from)
-        cache.bind(binding, T)
-        bind_array(binding.bind_output, names.LOGITS, out)
-        self._run(session, binding, run_options)
+
+        def bind(binding: ort.IOBinding, part: Part) -> None:
+            for name, array in ((names.INPUT_IDS, ids), (names.POSITION_IDS, positions),
+                                (names.LOGITS_FROM, logits_from)):
+                if part.takes(name):
+                    bind_array(binding.bind_input, name, array)
+            cache.bind(binding, T, part.layers)
+
+        self._run_parts("main", T, bind, out, run_options)
         cache.commit(token_ids)
         return out
 
@@ -165,7 +147,7 @@ class DynamicEngine(Engine):
         return out[0, -1].astype(np.float32, copy=False)
 
 
-def engine_for(manifest: Manifest, sessions: dict[str, ort.InferenceSession], max_context: int,
+def engine_for(manifest: Manifest, sessions: dict[str, list[ort.InferenceSession]], max_context: int,
                prefill_chunk: int, placement: Placement = HOST) -> Engine:
     """The engine the manifest's shapes call for."""
     if manifest.kv.mode == "static":

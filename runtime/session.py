@@ -16,6 +16,7 @@ import onnxruntime as ort
 from gptoss.bundle import Manifest
 
 from .errors import BundleError, ProviderError
+from .providers import attach_plugin, resolve
 
 CPU = "CPUExecutionProvider"
 
@@ -68,45 +69,58 @@ def session_options(manifest: Manifest, threads: int | None) -> ort.SessionOptio
     return so
 
 
-def _providers(manifest: Manifest, provider: str | None, allow_fallback: bool,
-               provider_options: dict[str, Any] | None) -> tuple[str, list]:
-    """(the requested provider, the providers list to give ONNX Runtime)."""
-    requested = provider or manifest.target.execution_provider
+def _attach(manifest: Manifest, provider: str | None, allow_fallback: bool, provider_options: dict[str, Any] | None,
+            so: ort.SessionOptions) -> tuple[str, list | None]:
+    """Attach the requested provider: (its ONNX Runtime name, the providers list for InferenceSession, None when a
+    plugin EP was attached to `so` instead)."""
+    p = resolve(provider or manifest.target.execution_provider)
     options = dict(provider_options if provider_options is not None
-                   else manifest.target.provider_options if provider is None
-                   or provider == manifest.target.execution_provider else {})
+                   else manifest.target.provider_options if p.ep == manifest.target.execution_provider else {})
+    if p.plugin is not None:
+        try:
+            attach_plugin(p, so, options)
+            return p.ep, None
+        except ProviderError:
+            if not allow_fallback:
+                raise
+            return p.ep, [CPU]
     available = ort.get_available_providers()
-    if requested not in available:
+    if p.ep not in available:
         if not allow_fallback:
             raise ProviderError(
-                f"execution provider {requested!r} (target {manifest.target.name!r}) is not available in this "
-                f"onnxruntime build; available: {available}. Install the matching onnxruntime package "
-                f"(e.g. gptoss-runtime-gpu) or pass allow_fallback=True to run on CPU")
-        return requested, [CPU]
-    if requested == CPU:
-        return requested, [(CPU, options)] if options else [CPU]
+                f"execution provider {p.ep!r} (target {manifest.target.name!r}) is not available in this "
+                f"onnxruntime build; available: {available}. {p.install}, or pass allow_fallback=True to run on CPU")
+        return p.ep, [CPU]
+    if p.ep == CPU:
+        return p.ep, [(CPU, options)] if options else [CPU]
     # ORT needs the CPU provider beside an accelerator for the few nodes it cannot place.
-    return requested, [(requested, options), CPU]
+    return p.ep, [(p.ep, options), CPU]
 
 
 def create_sessions(manifest: Manifest, provider: str | None = None, threads: int | None = None,
                     allow_fallback: bool = False, provider_options: dict[str, Any] | None = None,
-                    ) -> tuple[dict[str, ort.InferenceSession], SessionInfo]:
-    """One InferenceSession per graph of the bundle (role -> session), on the manifest's (or the given) provider,
-    each verified to have taken its graph."""
-    requested, providers = _providers(manifest, provider, allow_fallback, provider_options)
+                    ) -> tuple[dict[str, list[ort.InferenceSession]], SessionInfo]:
+    """One InferenceSession per graph file of the bundle (role -> its parts' sessions, in order), on the manifest's
+    (or the given) provider, each verified to have taken its graph."""
     so = session_options(manifest, threads)
-    sessions = {}
+    requested, providers = _attach(manifest, provider, allow_fallback, provider_options, so)
+    sessions: dict[str, list[ort.InferenceSession]] = {}
     for role in manifest.graphs:
-        model_path = os.fspath(manifest.graph_path(role))
-        try:
-            sessions[role] = ort.InferenceSession(model_path, sess_options=so, providers=providers)
-        except Exception as e:  # ORT raises its own Fail/InvalidGraph/RuntimeException types
-            message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise BundleError(f"{model_path}: onnxruntime could not load it on {requested}: {message}") from e
-        taken = tuple(sessions[role].get_providers())
-        if requested not in taken and not allow_fallback:
-            raise ProviderError(f"{requested} did not take {model_path} (the session runs on {list(taken)}); "
-                                f"pass allow_fallback=True to accept CPU")
-    taken = tuple(next(iter(sessions.values())).get_providers())
+        sessions[role] = [_session(path, so, providers, requested, allow_fallback)
+                          for path in manifest.graph_paths(role)]
+    taken = tuple(sessions[next(iter(sessions))][0].get_providers())
     return sessions, SessionInfo(requested, taken, requested not in taken)
+
+
+def _session(path, so, providers, requested: str, allow_fallback: bool) -> ort.InferenceSession:
+    model_path = os.fspath(path)
+    try:
+        session = ort.InferenceSession(model_path, sess_options=so, providers=providers)
+    except Exception as e:  # ORT raises its own Fail/InvalidGraph/RuntimeException types
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise BundleError(f"{model_path}: onnxruntime could not load it on {requested}: {message}") from e
+    taken = tuple(session.get_providers())
+    if requested not in taken and not allow_fallback:
+        raise ProviderError(f"{requested} did not take {model_path} (the session runs on {list(taken)}); "
+                            f"pass allow_fallback=True to accept CPU")
+    return session

@@ -18,17 +18,16 @@ from .engine import Engine
 from .errors import BundleError
 from .kv.static import StaticCache
 from .kv.storage import bind_array
+from .parts import Part
 
 
 class StaticEngine(Engine):
     def __init__(self, sessions, manifest, max_context, prefill_chunk, placement):
+        """`prefill_chunk` is the graph's own (shapes.chunk): a caller's choice does not apply."""
         super().__init__(sessions, manifest, max_context, manifest.shapes.chunk, placement)
         if max_context > manifest.shapes.context:
             raise BundleError(f"{manifest.path}: a static bundle holds at most {manifest.shapes.context} positions "
                               f"(shapes.context); max_context {max_context} is more")
-
-    def new_cache(self, capacity: int) -> StaticCache:
-        return super().new_cache(capacity)
 
     def _call(self, role: str, cache: StaticCache, token_ids: np.ndarray, out: np.ndarray,
               run_options: ort.RunOptions | None) -> np.ndarray:
@@ -38,13 +37,15 @@ class StaticEngine(Engine):
         ids[0, :real] = token_ids
         positions = np.minimum(np.arange(cache.length, cache.length + T, dtype=np.int64),
                                self.manifest.shapes.context - 1).reshape(1, T)
-        session = self.sessions[role]
-        binding = session.io_binding()
-        bind_array(binding.bind_input, names.INPUT_IDS, ids)
-        bind_array(binding.bind_input, names.POSITION_IDS, positions)
-        cache.bind_static(binding, T, real)
-        bind_array(binding.bind_output, names.LOGITS, out)
-        self._run(session, binding, run_options)
+        cache.prepare_static(T, real)
+
+        def bind(binding: ort.IOBinding, part: Part) -> None:
+            for name, array in ((names.INPUT_IDS, ids), (names.POSITION_IDS, positions)):
+                if part.takes(name):
+                    bind_array(binding.bind_input, name, array)
+            cache.bind_static(binding, part.layers, part.inputs)
+
+        self._run_parts(role, T, bind, out, run_options)
         cache.commit(token_ids)
         return out
 

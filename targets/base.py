@@ -47,9 +47,11 @@ class Pass(Protocol):
 
 
 class AotStep(Protocol):
-    """Ahead-of-time compilation of a written bundle's graphs (e.g. an EP context binary)."""
+    """Ahead-of-time compilation of a written bundle's graphs (e.g. an EP context binary): role -> its part files in,
+    role -> the files to run instead out."""
 
-    def __call__(self, bundle_dir: Path, graph_files: Mapping[str, str]) -> Mapping[str, str]: ...
+    def __call__(self, bundle_dir: Path, graph_files: Mapping[str, tuple[str, ...]]) -> Mapping[str, tuple[str, ...]]:
+        ...
 
 
 @dataclass(frozen=True)

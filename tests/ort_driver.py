@@ -19,7 +19,7 @@ class BundleDriver:
         self.kv = self.manifest.kv
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 2
-        self.session = ort.InferenceSession(str(self.manifest.graph_path("main")), opts,
+        self.session = ort.InferenceSession(str(self.manifest.graph_paths("main")[0]), opts,
                                             providers=["CPUExecutionProvider"])
 
     @property

@@ -45,8 +45,8 @@ class KVCache:
         self._checkpoints: list[Checkpoint] = []
 
     # ------------------------------------------------------------- the mode's part
-    def bind(self, binding: ort.IOBinding, new: int) -> None:
-        """Bind every layer's past_* inputs and present_* outputs for a call that appends `new` tokens."""
+    def bind(self, binding: ort.IOBinding, new: int, layers) -> None:
+        """Bind `layers`' past_* inputs and present_* outputs for a call that appends `new` tokens."""
         raise NotImplementedError
 
     def commit(self, token_ids) -> None:

@@ -69,8 +69,8 @@ class ConcatCache(KVCache):
         n = lay.held + new
         return self._view(lay.key[other], n), self._view(lay.value[other], n)
 
-    def bind(self, binding: ort.IOBinding, new: int) -> None:
-        for i in range(len(self._layers)):
+    def bind(self, binding: ort.IOBinding, new: int, layers) -> None:
+        for i in layers:
             pk, pv, ck, cv = names.kv_names(i)
             present_k, present_v = self.present(i, new)      # first: it may grow the buffers
             past_k, past_v = self.past(i)

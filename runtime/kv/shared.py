@@ -65,8 +65,9 @@ class SharedCache(KVCache):
         return lay.key, lay.value
 
     # ------------------------------------------------------------ one step
-    def bind(self, binding: ort.IOBinding, new: int) -> None:
-        for i, lay in enumerate(self._layers):
+    def bind(self, binding: ort.IOBinding, new: int, layers) -> None:
+        for i in layers:
+            lay = self._layers[i]
             if lay.keep is None:
                 # strictly more rows than N + new: a buffer as long as the sequence would read as a plain past
                 self._grow(lay, self.length + new + 1)

@@ -47,8 +47,9 @@ class StaticCache(KVCache):
         return sum(a.nbytes for a in (*self._key, *self._value)) + self._checkpoint_bytes()
 
     # ------------------------------------------------------------ one step
-    def bind_static(self, binding: ort.IOBinding, tokens: int, real: int) -> None:
-        """Bind a call of `tokens` tokens (the graph's fixed T) of which the first `real` are real."""
+    def prepare_static(self, tokens: int, real: int) -> None:
+        """Get a call of `tokens` tokens (the graph's fixed T), the first `real` of them real, ready: its new-row
+        buffers and its masks (one per window), computed once for every part of the graph."""
         if tokens not in self._new:
             self._new[tokens] = [tuple(np.zeros((1, self._kv, tokens, self._hd), self.dtype) for _ in range(2))
                                  for _ in self._key]
@@ -56,17 +57,25 @@ class StaticCache(KVCache):
                                    for w, s in self._slots.items()}
         for w, mask in self._masks[tokens].items():
             self._fill_mask(mask[0, 0], w, tokens, real)
-            bind_array(binding.bind_input, names.attention_bias(w), mask)
-        for i, (new_k, new_v) in enumerate(self._new[tokens]):
+        self._pending = (tokens, real)
+
+    def bind_static(self, binding: ort.IOBinding, layers, inputs) -> None:
+        """Bind `layers`' buffers and the masks among `inputs` for the call prepare_static() set up."""
+        tokens, _ = self._pending
+        for w, mask in self._masks[tokens].items():
+            if names.attention_bias(w) in inputs:
+                bind_array(binding.bind_input, names.attention_bias(w), mask)
+        for i in layers:
+            new_k, new_v = self._new[tokens][i]
             pk, pv, ck, cv = names.kv_names(i)
             bind_array(binding.bind_input, pk, self._key[i])
             bind_array(binding.bind_input, pv, self._value[i])
             bind_array(binding.bind_output, ck, new_k)
             bind_array(binding.bind_output, cv, new_v)
-        self._pending = (tokens, real)
 
-    def bind(self, binding: ort.IOBinding, new: int) -> None:
-        self.bind_static(binding, new, new)
+    def bind(self, binding: ort.IOBinding, new: int, layers) -> None:
+        self.prepare_static(new, new)
+        self.bind_static(binding, layers, {names.attention_bias(w) for w in self._slots})
 
     def _fill_mask(self, mask: np.ndarray, window: int, tokens: int, real: int) -> None:
         """mask [T, C + T] for the queries at positions p .. p + T - 1 (p = the cache's length)."""

@@ -35,10 +35,12 @@ def prompt():
 def test_manifest_and_graphs_speak_the_static_contract(bundle):
     m = load_manifest(bundle)
     assert m.shapes == Static(CHUNK, CONTEXT) and m.kv.mode == "static" and m.logits == "all"
-    assert {r: g.tokens for r, g in m.graphs.items()} == {"prefill": CHUNK, "decode": 1}
+    assert {r: (g.tokens, g.parts) for r, g in m.graphs.items()} == {"prefill": (CHUNK, ("prefill.onnx",)),
+                                                                     "decode": (1, ("decode.onnx",))}
     assert list(m.kv.capacity) == [w - 1 if w else CONTEXT for w in m.kv.window]
     for role, tokens in (("prefill", CHUNK), ("decode", 1)):
-        graph = onnx.load(str(m.graph_path(role)), load_external_data=False).graph
+        (path,) = m.graph_paths(role)
+        graph = onnx.load(str(path), load_external_data=False).graph
         dims = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in [*graph.input, *graph.output]}
         assert all(all(d > 0 for d in shape) for shape in dims.values()), dims          # every dimension fixed
         assert dims[names.INPUT_IDS] == [1, tokens] and dims[names.present_key(1)] == [1, 2, tokens, 64]

@@ -1,0 +1,90 @@
+"""The parts of a graph role, checked against the contract once at load.
+
+A graph role ("main", "prefill", "decode") is one or more ONNX files run in order (a model split for an NPU's
+context size), chained through the hidden state. Together their inputs and outputs must be exactly what the
+manifest implies (bundle.names): the token ids and positions, one past/present pair per layer, logits_from for
+selectable logits, one mask per window for static graphs. Each part binds only what it declares.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from gptoss.bundle import Manifest, names
+
+from .errors import BundleError
+
+ORT_FLOAT = {"tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dtype(np.float16)}
+
+
+@dataclass(frozen=True)
+class Part:
+    session: ort.InferenceSession
+    inputs: frozenset[str]
+    layers: tuple[int, ...]         # the layers whose cache this part reads and writes
+    first: bool
+    last: bool
+
+    def takes(self, name: str) -> bool:
+        return name in self.inputs
+
+
+def expected_io(manifest: Manifest) -> tuple[set[str], set[str]]:
+    """(inputs, outputs) the whole of a graph role must have, the hidden-state chain aside."""
+    kv = manifest.kv
+    layers = [names.kv_names(i) for i in range(kv.num_layers)]
+    inputs = {names.INPUT_IDS, names.POSITION_IDS} | {n for k in layers for n in k[:2]}
+    if manifest.logits == "selectable":
+        inputs.add(names.LOGITS_FROM)
+    if kv.mode == "static":
+        inputs |= {names.attention_bias(w) for w in kv.window}
+    return inputs, {names.LOGITS} | {n for k in layers for n in k[2:]}
+
+
+def parts_of(manifest: Manifest, role: str, sessions: list[ort.InferenceSession]) -> list[Part]:
+    """The role's parts, after checking them against the contract (BundleError naming the file otherwise)."""
+    paths = manifest.graph_paths(role)
+    where = f"{paths[0].name}{'..' + paths[-1].name if len(paths) > 1 else ''} (per {manifest.path})"
+    parts, all_in, all_out = [], set(), set()
+    for k, (path, session) in enumerate(zip(paths, sessions)):
+        first, last = k == 0, k == len(paths) - 1
+        ins, outs = {i.name for i in session.get_inputs()}, {o.name for o in session.get_outputs()}
+        _check_chain(path, ins, outs, first, last)
+        layers = tuple(i for i in range(manifest.kv.num_layers) if names.past_key(i) in ins)
+        parts.append(Part(session, frozenset(ins), layers, first, last))
+        all_in |= ins - {names.HIDDEN_IN}
+        all_out |= outs - {names.HIDDEN_OUT}
+    want_in, want_out = expected_io(manifest)
+    for kind, want, have in (("input", want_in, all_in), ("output", want_out, all_out)):
+        missing = sorted(want - have)
+        if missing:
+            raise BundleError(f"{where}: graph has no {kind} {missing[0]!r}; it has {sorted(have)[:8]}...")
+    extra = sorted(all_in - want_in)
+    if extra:
+        raise BundleError(f"{where}: graph input {extra[0]!r} is not described by the manifest")
+    return parts
+
+
+def _check_chain(path, ins: set[str], outs: set[str], first: bool, last: bool) -> None:
+    rules = ((names.INPUT_IDS, ins, first), (names.HIDDEN_IN, ins, not first),
+             (names.LOGITS, outs, last), (names.HIDDEN_OUT, outs, not last))
+    for name, have, wanted in rules:
+        if (name in have) != wanted:
+            raise BundleError(f"{path}: a {'first' if first else 'later'}{' and last' if last else ''} part "
+                              f"{'must' if wanted else 'must not'} have {name!r}")
+
+
+def check_dtypes(manifest: Manifest, parts: list[Part]) -> np.dtype:
+    """The cache dtype is the manifest's; returns the logits dtype."""
+    inputs = {i.name: i for p in parts for i in p.session.get_inputs()}
+    past_key = names.past_key(0)
+    if ORT_FLOAT.get(inputs[past_key].type) != np.dtype(manifest.kv.dtype):
+        raise BundleError(f"{manifest.path}: {past_key} is {inputs[past_key].type} but kv_cache.dtype is "
+                          f"{manifest.kv.dtype}")
+    logits = next(o for o in parts[-1].session.get_outputs() if o.name == names.LOGITS).type
+    if logits not in ORT_FLOAT:
+        raise BundleError(f"{manifest.path}: logits output has type {logits}; expected float or float16")
+    return ORT_FLOAT[logits]
