@@ -3,7 +3,8 @@
     plan      Plan        the target row, each part's scheme, the logits mode: arguments checked before any work
     read      Source      the checkpoint, every header validated (Checkpoint.open), and a reader of its tensors
     portable  Portable    one portable graph per graph role of the target's shapes (export/graph.py), weights lazy
-    lower     Lowered     the target's passes, in order, then its boundary checks; the contract they produced
+    lower     Lowered     the target's passes, in order, then its boundary checks; the contract they produced;
+                          cut into parts when the target splits its graphs (ir.split)
     write     Written     the graph files and their one weights file, streamed a tensor at a time (ir.onnx_io)
     aot       Written     the target's ahead-of-time step (none yet: the graphs as written)
     manifest              manifest.json (bundle.Manifest) with the size and sha256 of every file
@@ -14,6 +15,7 @@ interrupted or failed export leaves no half-written bundle, and an existing bund
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +61,7 @@ class Portable:
 
 @dataclass(frozen=True)
 class Lowered:
-    graphs: dict[str, Graph]
+    graphs: dict[str, list[Graph]]    # role -> its parts, in order (one unless the target splits)
     contract: GraphContract
 
 
@@ -89,33 +91,49 @@ def portable(source: Source, p: Plan) -> Portable:
     for role, tokens in p.target.shapes.graph_tokens().items():
         graphs[role], contract = build_portable_graph(source.config, source.read, logits=p.logits,
                                                       kv_dtype=p.target.kv_dtype, shapes=p.target.shapes,
-                                                      tokens=tokens)
+                                                      tokens=tokens, activations=p.target.activations)
         contracts.add(contract)
     (contract,) = contracts
     return Portable(graphs, contract)
 
 
-def lower(graphs: Portable, p: Plan) -> Lowered:
+def lower(graphs: Portable, p: Plan, config: ModelConfig) -> Lowered:
     ctx = LoweringContext(p.schemes)
-    contracts = set()
-    for graph in graphs.graphs.values():
+    contracts, lowered = set(), {}
+    for role, graph in graphs.graphs.items():
         contract = graphs.contract
         for pass_ in p.target.passes:
             contract = pass_(graph, contract, ctx)
         graph.drop_dead_nodes()
         check_lowered(graph, p.target)
         contracts.add(contract)
+        lowered[role] = _split(graph, p.target, config)
     (contract,) = contracts
-    return Lowered(graphs.graphs, contract)
+    if p.target.kv_device:
+        contract = dataclasses.replace(contract, kv=dataclasses.replace(contract.kv, device="device"))
+        contract.kv.validate()
+    return Lowered(lowered, contract)
+
+
+def _split(graph: Graph, target: Target, config: ModelConfig) -> list[Graph]:
+    if target.split is None:
+        return [graph]
+    from gptoss.bundle import names
+    from gptoss.ir.split import split_graph
+
+    ids = next(v for v in graph.inputs if v.name == names.INPUT_IDS)
+    batch, seq = [d.dim_value or d.dim_param for d in ids.type.tensor_type.shape.dim]
+    return split_graph(graph, target.split.cuts(config.num_hidden_layers), [batch, seq, config.hidden_size],
+                       names.HIDDEN_IN, names.HIDDEN_OUT)
 
 
 def write(lowered: Lowered, folder: Path, after_tensor: Callable[[], None], log: Log) -> Written:
     """Stream the weights; after each tensor the checkpoint's pages are released (RSS stays flat)."""
     from gptoss.ir.onnx_io import weights_nbytes, write_onnx
 
-    files = {role: GraphFile(role, (GRAPH_FILES[role],), tokens) for role, tokens in
-             lowered.contract.shapes.graph_tokens().items()}
-    graphs = {files[role].parts[0]: g for role, g in lowered.graphs.items()}
+    files = {role: GraphFile(role, _part_files(GRAPH_FILES[role], len(lowered.graphs[role])), tokens)
+             for role, tokens in lowered.contract.shapes.graph_tokens().items()}
+    graphs = {name: g for role, parts in lowered.graphs.items() for name, g in zip(files[role].parts, parts)}
     with log.bytes_bar(weights_nbytes(graphs), "weights") as bar:
         def on_tensor(t):
             after_tensor()
@@ -126,6 +144,14 @@ def write(lowered: Lowered, folder: Path, after_tensor: Callable[[], None], log:
         except OSError as e:
             raise ExportError(f"writing the bundle into {folder}: {e.strerror or e}") from None
     return Written(files, parts)
+
+
+def _part_files(name: str, count: int) -> tuple[str, ...]:
+    """model.onnx, or model.part0.onnx, model.part1.onnx, ... for a graph cut into `count` parts."""
+    if count == 1:
+        return (name,)
+    stem, suffix = name.rsplit(".", 1)
+    return tuple(f"{stem}.part{k}.{suffix}" for k in range(count))
 
 
 def aot(p: Plan, folder: Path, written: Written) -> Written:
@@ -167,7 +193,7 @@ def export_bundle(checkpoint_dir: str | Path, out_dir: str | Path, target: str |
         log.stage(3, "graph", f"{source.config.num_hidden_layers} layers, {source.config.num_experts} experts")
         graphs = portable(source, p)
         log.stage(4, "lower", f"target {p.target.name}: {', '.join(x.name for x in p.target.passes) or 'no passes'}")
-        lowered = lower(graphs, p)
+        lowered = lower(graphs, p, source.config)
         log.stage(5, "write", "weights, streamed")
         written = aot(p, tmp, write(lowered, tmp, source.checkpoint.release_pages, log))
         log.stage(6, "manifest", "checksums")

@@ -26,6 +26,12 @@ MS_DOMAIN = "com.microsoft"
 ROTARY_INV_FREQ = "/model/rotary/inv_freq"            # constant [head_dim / 2] float32: YaRN inverse frequencies
 ROTARY_CONCENTRATION = "/model/rotary/concentration"  # constant [] float32: YaRN's scale of cos and sin
 MAX_POSITIONS = "max_positions"                       # Graph.meta key: positions the rotary tables must cover
+EMBEDDING_OUTPUT = "/model/embedding/output_0"        # the hidden state after the embedding [B,T,hidden]
+
+
+def layer_output(layer: int) -> str:
+    """The hidden state after layer `layer` (its MoE residual) [B,T,hidden]: where a split model may be cut."""
+    return f"/model/layers.{layer}/mlp/residual/output_0"
 
 
 @dataclass

@@ -44,10 +44,18 @@ def tiny_dense(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_wide_hf(tmp_path_factory) -> Path:
+    """The tiny preset 128 wide (hidden and intermediate size): for kernels that take blocks of 128 only (TRT-RTX)."""
+    return write_synthetic(tmp_path_factory.mktemp("ckpt") / "tiny-wide", preset("tiny").replace(
+        hidden_size=128, intermediate_size=128), layout="hf", seed=0)
+
+
+@pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory, request):
     """tiny_bundle(target="cpu", quant=None, logits=None, source="hf") -> the bundle folder, exported once.
 
-    target: a registered target's name or a `Target` row (a test's own); source: "hf" or "original"."""
+    target: a registered target's name or a `Target` row (a test's own); source: "hf", "original" or "wide"
+    (tiny_wide_hf)."""
     from gptoss.compile.pipeline import export_bundle
 
     made: dict = {}
@@ -57,7 +65,7 @@ def tiny_bundle(tmp_path_factory, request):
         name = target if isinstance(target, str) else target.name
         key = (name, tuple(sorted((quant or {}).items())), logits, source)
         if key not in made:
-            ckpt = request.getfixturevalue({"hf": "tiny_hf", "original": "tiny_original"}[source])
+            ckpt = request.getfixturevalue({"hf": "tiny_hf", "original": "tiny_original", "wide": "tiny_wide_hf"}[source])
             made[key] = export_bundle(ckpt, root / f"{name}-{len(made)}", target=target, quant=quant, logits=logits)
         return made[key]
 

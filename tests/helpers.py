@@ -27,7 +27,7 @@ def copy_bundle(src: Path, dst: Path) -> Path:
     return dst
 
 
-def test_target(base: str, name: str, **changes):
+def make_target(base: str, name: str, **changes):
     """A test's own target: registered target `base`'s row under another name, with `changes` (shapes, kv_dtype,
     ...). Export it with the `tiny_bundle` fixture like any registered one."""
     import dataclasses
@@ -41,7 +41,7 @@ def static_target(chunk: int = 8, context: int = 64):
     """The portable graph with static shapes: fixed chunks, fixed-capacity cache, explicit masks (kv mode "static")."""
     from gptoss.bundle import Static
 
-    return test_target("portable", f"test-static-{chunk}-{context}", shapes=Static(chunk, context))
+    return make_target("portable", f"test-static-{chunk}-{context}", shapes=Static(chunk, context))
 
 
 def rewrite_safetensors(path: Path, drop=(), put=None) -> None:
@@ -58,3 +58,7 @@ def rewrite_safetensors(path: Path, drop=(), put=None) -> None:
         for k, v in tensors.items():
             w.write(k, v)
     tmp.replace(path)
+
+
+SOURCE_OF = {"trt-rtx": "wide"}
+"""Targets whose kernels need a wider checkpoint than the tiny preset (conftest.tiny_wide_hf)."""
