@@ -10,9 +10,11 @@ and one mode for the whole graph, in which `past_*` goes in and `present_*` come
     concat   past = the last min(N, keep_i) positions; present = past + the T new rows. The runtime keeps the
              last keep_i rows of present as the next past. (The portable graph.)
     shared   ONE buffer per layer, bound as both past and present; the graph writes the new rows in place at
-             their absolute positions (from position_ids). Full layers: the runtime keeps more rows than
-             N + T (it may grow the buffer); sliding layers: exactly capacity_i >= W_i rows that the attention
-             op manages itself. (ONNX Runtime's GroupQueryAttention: the cpu target.)
+             their absolute positions (from position_ids). A layer without a capacity (every full layer): the
+             runtime keeps more rows than N + T (it may grow the buffer); a sliding layer with one: exactly
+             capacity_i >= W_i rows that the attention op manages itself (ONNX Runtime's GroupQueryAttention
+             window cache: the cpu target). A sliding layer without one keeps every position, the window being a
+             mask only.
     static   past = a fixed buffer of capacity_i rows (full layers: the context; sliding: a ring of
              >= W_i - 1 rows); present = ONLY the T new rows. The runtime writes them into the buffer (slot
              = position on full layers, position % capacity_i on sliding ones) and tells the graph which
@@ -37,12 +39,6 @@ DEVICES = ("host", "device")
 def keep_for(window: int) -> int | None:
     """Cached positions a layer of `window` can still use: a query sees itself and window - 1 before it."""
     return window - 1 if window > 0 else None
-
-
-def shared_capacity(window: int) -> int | None:
-    """Rows of a sliding layer's buffer in "shared" mode: twice the window, so the attention op compacts its
-    window cache once per `window` tokens rather than every step. Full layers grow: None."""
-    return 2 * window if window > 0 else None
 
 
 def static_capacity(window: int, context: int) -> int:
@@ -103,9 +99,9 @@ class KVContract:
     def _check_capacity(self, i: int, w: int, c: int | None, bad) -> None:
         if self.mode == "concat" and c is not None:
             bad(f"layer {i}: capacity {c}: a concat cache has no fixed capacity (null)")
-        if self.mode == "shared" and ((w > 0) != (c is not None) or (c is not None and c < w)):
-            bad(f"layer {i}: capacity {c} does not fit window {w} (shared: sliding layers need a capacity "
-                f">= window, full layers null)")
+        if self.mode == "shared" and c is not None and (w == 0 or c < w):
+            bad(f"layer {i}: capacity {c} does not fit window {w} (shared: a sliding layer's capacity is null or "
+                f">= window, a full layer's null)")
         if self.mode == "static" and (c is None or c < 1 or (w > 0 and c < w - 1)):
             bad(f"layer {i}: capacity {c} does not fit window {w} (static: every layer has a fixed capacity, "
                 f">= window - 1 on sliding layers)")

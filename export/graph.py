@@ -14,7 +14,10 @@ The graph is built from the config alone; weights are `LazyTensor`s read from th
 written, so the whole export streams one tensor at a time. Dense weights are stored as the MatMul's B operand
 ([in, out], fp32) in this portable form; target lowering passes repack them.
 
-The target's KV dtype and shape regime shape the graph (and the contract it returns, which the manifest records):
+The target's activation dtype, KV dtype and shape regime shape the graph (and the contract it returns, which the
+manifest records):
+  * float16 activations (GPUs): the weights of the portable form, the hidden state and every op in float16 (norms
+    accumulate in float32: RMSNormalization's stash_type); the logits are cast back to float32;
   * Dynamic: any batch and length, the "concat" cache (gptoss.Attention computes its band mask itself);
   * Static(chunk, context), for one graph of `tokens` (chunk or 1) per call: batch 1, fixed dimensions
     everywhere, the "static" cache (fixed-capacity buffers in, the new rows out) and gptoss.MaskedAttention with
@@ -47,6 +50,7 @@ PART_OF = {
     "router": "router", "experts": "experts",
 }
 ONNX_DTYPE = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16}
+NP_DTYPE = {"float32": np.float32, "float16": np.float16}
 
 
 def part_of(canonical: str) -> str:
@@ -55,9 +59,9 @@ def part_of(canonical: str) -> str:
     return PART_OF.get(key, "other")
 
 
-def _as_f32(read: Reader, name: str, transpose: bool = False) -> Callable[[], np.ndarray]:
+def _as(read: Reader, name: str, dtype, transpose: bool = False) -> Callable[[], np.ndarray]:
     def produce() -> np.ndarray:
-        a = np.asarray(read(name), dtype=np.float32)
+        a = np.asarray(read(name), dtype=dtype)
         return np.ascontiguousarray(a.T) if transpose else a
     return produce
 
@@ -70,7 +74,7 @@ class PortableGraphBuilder:
     """Emits the portable graph of a config; weights come from `read(canonical_name)`."""
 
     def __init__(self, cfg: ModelConfig, read: Reader, logits: str = "all", kv_dtype: str = "float32",
-                 shapes: Shapes = Dynamic(), tokens: int | None = None):
+                 shapes: Shapes = Dynamic(), tokens: int | None = None, activations: str = "float32"):
         """`read` serves MXFP4 experts (the pipeline re-encodes those of dense checkpoints). `tokens`: the tokens
         per call of this graph when `shapes` is Static (its chunk, or 1 for the decode graph)."""
         if logits not in LOGITS_MODES:
@@ -85,19 +89,20 @@ class PortableGraphBuilder:
             num_kv_heads=cfg.num_key_value_heads, head_dim=cfg.head_dim,
             capacity=[static_capacity(w, shapes.context) for w in cfg.windows] if self.static else None)
         self.kv_type = ONNX_DTYPE[kv_dtype]
+        self.act_type, self.act_np = ONNX_DTYPE[activations], NP_DTYPE[activations]
         self.batch, self.seq = (1, tokens) if self.static else ("batch", "seq")
         self.g = Graph(source=read, meta={MAX_POSITIONS: cfg.max_position_embeddings})
 
     # ------------------------------------------------------------------ weights
     def dense(self, canonical: str, in_dim: int, out_dim: int) -> str:
-        """A Linear weight [out, in] as the MatMul B operand [in, out] (fp32)."""
-        return self.g.weight(LazyTensor(f"model.{canonical}", (in_dim, out_dim), np.float32,
-                                        _as_f32(self.read, canonical, transpose=True), part_of(canonical)))
+        """A Linear weight [out, in] as the MatMul B operand [in, out], in the activations' dtype."""
+        return self.g.weight(LazyTensor(f"model.{canonical}", (in_dim, out_dim), self.act_np,
+                                        _as(self.read, canonical, self.act_np, transpose=True), part_of(canonical)))
 
     def vector(self, canonical: str, size: int | tuple) -> str:
         shape = (size,) if isinstance(size, int) else size
-        return self.g.weight(LazyTensor(f"model.{canonical}", shape, np.float32, _as_f32(self.read, canonical),
-                                        part_of(canonical)))
+        return self.g.weight(LazyTensor(f"model.{canonical}", shape, self.act_np,
+                                        _as(self.read, canonical, self.act_np), part_of(canonical)))
 
     def packed(self, canonical: str, shape: tuple) -> str:
         return self.g.weight(LazyTensor(f"model.{canonical}", shape, np.uint8, _raw(self.read, canonical),
@@ -126,6 +131,9 @@ class PortableGraphBuilder:
         conc = g.named_const(ROTARY_CONCENTRATION, concentration)
         cos = g.op("Mul", [g.op("Cos", [freqs], "/model/rotary/cos_raw"), conc], "/model/rotary/cos")
         sin = g.op("Mul", [g.op("Sin", [freqs], "/model/rotary/sin_raw"), conc], "/model/rotary/sin")
+        if self.act_type != TensorProto.FLOAT:
+            cos = g.op("Cast", [cos], "/model/rotary/cos_act", to=self.act_type)
+            sin = g.op("Cast", [sin], "/model/rotary/sin_act", to=self.act_type)
         return cos, sin
 
     def cache_io(self, i: int) -> tuple[str, str]:
@@ -150,7 +158,7 @@ class PortableGraphBuilder:
 
     def to_kv_dtype(self, values: list[str], name: str) -> list[str]:
         """Float inputs of an attention node cast to the cache's dtype (a float16 cache computes in float16)."""
-        if self.kv_type == TensorProto.FLOAT:
+        if self.kv_type == self.act_type:
             return values
         return [self.g.op("Cast", [v], f"{name}/cast_{k}", to=self.kv_type) for k, v in enumerate(values)]
 
@@ -167,8 +175,8 @@ class PortableGraphBuilder:
         out, _, _ = g.node(op, [q, k, v, past_k, past_v, cos, sin, sinks, *self.attention_bias(i)],
                            f"{p}/attention", [f"{p}/attention/out", names.present_key(i), names.present_value(i)],
                            domain=GPTOSS_DOMAIN, **attrs)
-        if self.kv_type != TensorProto.FLOAT:
-            out = g.op("Cast", [out], f"{p}/attention/out_f32", to=TensorProto.FLOAT)
+        if self.kv_type != self.act_type:
+            out = g.op("Cast", [out], f"{p}/attention/out_act", to=self.act_type)
         o = self.linear(out, f"layers.{i}.out", cfg.q_dim, cfg.hidden_size, f"{p}/out")
         return g.op("Add", [x, o], f"{p}/residual")
 
@@ -198,8 +206,11 @@ class PortableGraphBuilder:
         elif self.logits == "selectable":
             start = g.add_input(names.LOGITS_FROM, TensorProto.INT64, [1])
             x = g.op("Slice", [x, start, g.const([1 << 62]), g.const([1])], "/model/logits_positions")
-        g.node("MatMul", [x, self.dense("unembedding", cfg.hidden_size, cfg.vocab_size)], "/model/unembedding",
-               [names.LOGITS])
+        logits = [names.LOGITS] if self.act_type == TensorProto.FLOAT else 1
+        out = g.node("MatMul", [x, self.dense("unembedding", cfg.hidden_size, cfg.vocab_size)], "/model/unembedding",
+                     logits)[0]
+        if self.act_type != TensorProto.FLOAT:
+            g.node("Cast", [out], "/model/logits_f32", [names.LOGITS], to=TensorProto.FLOAT)
         rows = {"all": self.seq, "last": 1, "selectable": "logits_seq"}[self.logits]
         g.outputs.insert(0, helper.make_tensor_value_info(names.LOGITS, TensorProto.FLOAT,
                                                           [self.batch, rows, cfg.vocab_size]))
@@ -212,8 +223,8 @@ class PortableGraphBuilder:
         ids = g.add_input(names.INPUT_IDS, TensorProto.INT64, [self.batch, self.seq])
         pos = g.add_input(names.POSITION_IDS, TensorProto.INT64, [self.batch, self.seq])
         cos, sin = self.rotary_tables(pos)
-        emb = g.weight(LazyTensor("model.embedding", (cfg.vocab_size, cfg.hidden_size), np.float32,
-                                  _as_f32(self.read, "embedding"), "embedding"))
+        emb = g.weight(LazyTensor("model.embedding", (cfg.vocab_size, cfg.hidden_size), self.act_np,
+                                  _as(self.read, "embedding", self.act_np), "embedding"))
         x = g.op("Gather", [emb, ids], "/model/embedding", axis=0)
         for i in range(cfg.num_hidden_layers):
             x = self.moe(self.attention(x, i, cos, sin), i)
@@ -222,6 +233,7 @@ class PortableGraphBuilder:
 
 
 def build_portable_graph(cfg: ModelConfig, read: Reader, logits: str = "all", kv_dtype: str = "float32",
-                         shapes: Shapes = Dynamic(), tokens: int | None = None) -> tuple[Graph, GraphContract]:
+                         shapes: Shapes = Dynamic(), tokens: int | None = None,
+                         activations: str = "float32") -> tuple[Graph, GraphContract]:
     """The portable graph of `cfg` and the contract it speaks (see the module docstring)."""
-    return PortableGraphBuilder(cfg, read, logits, kv_dtype, shapes, tokens).build()
+    return PortableGraphBuilder(cfg, read, logits, kv_dtype, shapes, tokens, activations).build()

@@ -3,7 +3,8 @@ made only of standard ONNX ops, so the portable graph runs unchanged on any ONNX
 
     gptoss.MoE(x [N,H], router_logits [N,E], gate_up_blocks [E,2I,H/32,16] u8, gate_up_scales [E,2I,H/32] u8,
                gate_up_bias [E,2I], down_blocks [E,H,I/32,16] u8, down_scales [E,H,I/32] u8, down_bias [E,H])
-               attrs: top_k, swiglu_limit                                                  -> y [N,H]
+               attrs: top_k, swiglu_limit, swiglu_alpha                                    -> y [N,H]
+        In x's dtype (float32 or float16): the MXFP4 decode is exact in float32, then cast.
         Sparse in the body too: only the top-k experts of each token are gathered and decoded.
 
     gptoss.Attention(q [B,T,heads*hd], k, v [B,T,kv*hd], past_key, past_value [B,kv,P,hd],
@@ -67,7 +68,7 @@ MOE_INPUTS = ["x", "router_logits", "gate_up_blocks", "gate_up_scales", "gate_up
 
 
 def _decode_selected(b: _Body, blocks: str, scales: str, idx: str) -> str:
-    """Gather the selected experts' MXFP4 rows and decode them: -> float [N, k, rows, cols]."""
+    """Gather the selected experts' MXFP4 rows and decode them (exactly, in fp32), in x's dtype: [N, k, rows, cols]."""
     sel_blocks = b("Gather", blocks, idx, axis=0)                       # [N,k,R,G,16] u8
     sel_scales = b("Gather", scales, idx, axis=0)                       # [N,k,R,G]    u8
     low = b("BitwiseAnd", sel_blocks, b.const(15, np.uint8))
@@ -81,7 +82,7 @@ def _decode_selected(b: _Body, blocks: str, scales: str, idx: str) -> str:
     scale = b("Pow", b.const(2.0, np.float32), exponent)                 # 2^(e-127), exact
     values = b("Mul", values, b("Unsqueeze", scale, last))
     out_shape = b("Concat", b("Shape", sel_scales, end=3), b.const([-1]), axis=0)
-    return b("Reshape", values, out_shape)                               # [N,k,R,G*32]
+    return b("CastLike", b("Reshape", values, out_shape), "x")          # [N,k,R,G*32]
 
 
 def _expert_matmul(b: _Body, weight: str, x: str, bias: str, idx: str, x_is_per_expert: bool) -> str:
@@ -95,8 +96,8 @@ def _expert_matmul(b: _Body, weight: str, x: str, bias: str, idx: str, x_is_per_
 def moe_function() -> FunctionProto:
     b = _Body("moe_")
     k = b("Reshape", b.const_from_attr("top_k", INT), b.const([1]))
-    limit = b.const_from_attr("swiglu_limit", FLOAT)
-    alpha = b.const_from_attr("swiglu_alpha", FLOAT)
+    limit = b("CastLike", b.const_from_attr("swiglu_limit", FLOAT), "x")
+    alpha = b("CastLike", b.const_from_attr("swiglu_alpha", FLOAT), "x")
     top_values, idx = b("TopK", "router_logits", k, axis=-1, largest=1, sorted=1, outputs=2)   # [N,k]
     weights = b("Softmax", top_values, axis=-1)
 
@@ -108,7 +109,7 @@ def moe_function() -> FunctionProto:
     glu = b("Min", glu, limit)
     lin = b("Clip", lin, b("Neg", limit), limit)
     gate = b("Mul", glu, b("Sigmoid", b("Mul", glu, alpha)))
-    act = b("Mul", gate, b("Add", lin, b.const(1.0, np.float32)))                 # [N,k,I]
+    act = b("Mul", gate, b("Add", lin, b("CastLike", b.const(1.0, np.float32), "x")))   # [N,k,I]
 
     w2 = _decode_selected(b, "down_blocks", "down_scales", idx)                    # [N,k,H,I]
     y = _expert_matmul(b, w2, act, "down_bias", idx, x_is_per_expert=True)         # [N,k,H]

@@ -151,6 +151,27 @@ def pack_qmoe_fp4(
     return blocks.reshape(e, n, groups * BYTES_PER_BLOCK), scales
 
 
+def pack_qmoe_fp4_n_packed(blocks: np.ndarray, name: str = "experts") -> np.ndarray:
+    """Repack checkpoint MXFP4 expert codes for `com.microsoft.QMoE` quant_type="fp4" on CUDA (no prepacking).
+
+    blocks uint8 [E, N, K/32, 16]  (row n holds W[e, n, :], low nibble first)
+      -> weights uint8 [E, K, N/2]  N-packed, K-major: byte (e, k, j) holds W[e, 2j, k] in its low nibble and
+                                     W[e, 2j + 1, k] in its high nibble
+    The E8M0 scales stay as they are, [E, N, K/32]. N must be even. Codes move, values do not: decoding the result
+    with its scales gives the checkpoint's weights exactly.
+    """
+    if blocks.dtype != np.uint8 or blocks.ndim != 4 or blocks.shape[-1] != BYTES_PER_BLOCK:
+        raise LayoutError(name, f"expert blocks must be uint8 [E, N, K/32, 16], got {blocks.dtype}{list(blocks.shape)}")
+    e, n, groups, _ = blocks.shape
+    if n % 2:
+        raise LayoutError(name, f"the output dimension N={n} must be even to pack two rows per byte")
+    codes = np.empty((e, n, groups * BLOCK), np.uint8)          # [E, N, K]: one 4-bit code per element
+    codes[..., 0::2] = blocks.reshape(e, n, -1) & 0x0F
+    codes[..., 1::2] = blocks.reshape(e, n, -1) >> 4
+    by_k = codes.transpose(0, 2, 1)                              # [E, K, N]
+    return np.ascontiguousarray(by_k[..., 0::2] | (by_k[..., 1::2] << 4))
+
+
 # FP4 code -> twice its value, as an int8 code around the default zero point 128: exact, |2 * 6| <= 127.
 _INT8_CODE_OF_FP4 = (2 * FP4_VALUES + 128).astype(np.uint8)
 

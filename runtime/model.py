@@ -52,14 +52,15 @@ class Model:
     @classmethod
     def load(cls, bundle_dir: str | Path, provider: str | None = None, threads: int | None = None,
              max_context: int | None = None, verify: bool = False, allow_fallback: bool = False,
-             prefill_chunk: int | None = None, placement: Placement = HOST) -> "Model":
+             prefill_chunk: int | None = None, placement: Placement | None = None) -> "Model":
         """Open a bundle: validate its manifest, create the sessions, check the provider took the graphs.
 
         provider: an ORT execution provider name (default: the manifest's target). threads: intra-op
         threads. max_context: tokens a sequence may reach (default: the model's, capped at
         DEFAULT_MAX_CONTEXT, and a static bundle's context). verify: check every file's sha256 first.
         allow_fallback: accept running on CPU when the requested provider is missing or did not take the graph.
-        placement: where a shared KV cache lives (host numpy by default; kv.Placement(device) for OrtValues).
+        placement: where a shared KV cache lives; default: on the provider's device when the bundle says
+        kv_cache.device "device" and the provider took the graph, else host numpy (kv.Placement()).
         """
         t0 = time.perf_counter()
         manifest = load_manifest(bundle_dir)
@@ -71,6 +72,8 @@ class Model:
             raise ValueError(f"prefill_chunk must be >= 1, got {chunk}")
         tokenizer = _tokenizer(manifest)
         sessions, info = create_sessions(manifest, provider, threads, allow_fallback)
+        if placement is None:
+            placement = _placement(manifest, info)
         engine = engine_for(manifest, sessions, max_context, chunk, placement)
         return cls(manifest, engine, info, tokenizer, time.perf_counter() - t0)
 
@@ -195,6 +198,16 @@ def _max_context(manifest: Manifest, asked: int | None) -> int:
         raise ValueError(f"max_context must be in [2, {limit}] (the model's max_position_embeddings"
                          f"{' and the static context' if manifest.kv.mode == 'static' else ''}), got {asked}")
     return asked
+
+
+def _placement(manifest: Manifest, info: SessionInfo) -> Placement:
+    """The provider's device memory for a bundle whose cache lives there (when the provider took the graph)."""
+    from .providers import resolve
+
+    memory = resolve(info.requested_provider).memory
+    if manifest.kv.device == "device" and memory is not None and not info.fell_back:
+        return Placement(memory)
+    return HOST
 
 
 def _tokenizer(manifest: Manifest):

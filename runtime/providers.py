@@ -28,12 +28,13 @@ class Provider:
     install: str                                # the pip line that brings it
     plugin: str | None = None                   # the plugin package's module (None: built into onnxruntime)
     device_types: tuple[str, ...] = ()          # OrtHardwareDeviceType names to prefer, in order ("NPU", "GPU")
+    memory: str | None = None                   # the OrtValue device of its memory, for a cache kept on the device
     options: Callable[[Any], dict[str, str]] = field(default=lambda module: {})   # defaults from the module
 
 
 PROVIDERS: tuple[Provider, ...] = (
     Provider("CPUExecutionProvider", ("cpu", "portable"), "pip install gptoss-runtime"),
-    Provider("CUDAExecutionProvider", ("cuda",), "pip install gptoss-runtime-gpu"),
+    Provider("CUDAExecutionProvider", ("cuda",), "pip install gptoss-runtime-gpu", memory="cuda"),
     Provider("DmlExecutionProvider", ("dml",), "pip install onnxruntime-directml (Windows)"),
     Provider("CoreMLExecutionProvider", ("coreml",), "pip install onnxruntime (macOS wheels include CoreML)"),
     Provider("QNNExecutionProvider", ("qnn",), "pip install 'gptoss-runtime[qnn]'  (onnxruntime-qnn)",
@@ -43,10 +44,10 @@ PROVIDERS: tuple[Provider, ...] = (
              "pip install 'gptoss-runtime[openvino]'  (onnxruntime-ep-openvino)", plugin="onnxruntime_ep_openvino",
              device_types=("NPU", "GPU", "CPU")),
     Provider("WebGpuExecutionProvider", ("webgpu",), "pip install 'gptoss-runtime[webgpu]'  (onnxruntime-ep-webgpu)",
-             plugin="onnxruntime_ep_webgpu", device_types=("GPU",)),
+             plugin="onnxruntime_ep_webgpu", device_types=("GPU",), memory="webgpu"),
     Provider("NvTensorRTRTXExecutionProvider", ("trt-rtx",),
              "pip install 'gptoss-runtime[trt-rtx]'  (onnxruntime-ep-nv-tensorrt-rtx)",
-             plugin="onnxruntime_ep_nv_tensorrt_rtx", device_types=("GPU",)),
+             plugin="onnxruntime_ep_nv_tensorrt_rtx", device_types=("GPU",), memory="cuda"),
 )
 
 _registered: set[str] = set()

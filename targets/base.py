@@ -7,10 +7,16 @@ portable.py, ...) that defines `TARGET`; `registry.py` finds them.
       passes         an ordered tuple of typed passes (targets/passes), each (graph, contract, ctx) -> contract
       keeps          the gptoss custom ops the target runs as they are (their ONNX function bodies), unlowered
       ops            ops the lowered graph must hold (a boundary check)
-      kv_dtype       the KV cache's dtype; the graph builder emits it
+    kernels        the lists of ops its execution provider runs (targets/kernels/<name>.txt), the provider's own
+                   first, then any the provider hands ops to (CoreML: the CPU); every op of the lowered graph must be
+                   on one of them
+      activations    the dtype the graph computes in ("float32", or "float16" on GPUs); the graph builder emits it
+    kv_dtype       the KV cache's dtype; the graph builder emits it
+    kv_device      the runtime keeps the (shared) cache on the provider's device rather than in host memory
       shapes         Dynamic() | Static(chunk, context); the graph builder emits them
       quant/allowed  per part, the default scheme and the schemes the target's kernels run
-      aot            ahead-of-time compilation of the written graphs (None: nothing to do)
+      split          cut each graph into parts (NPU context sizes); None: one graph
+    aot            ahead-of-time compilation of the written graphs (None: nothing to do)
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Mapping, Protocol
 from gptoss.bundle.manifest import GraphContract
 from gptoss.bundle.shapes import Dynamic, Shapes
 from gptoss.errors import GptOssError
-from gptoss.ir.graph import Graph
+from gptoss.ir.graph import EMBEDDING_OUTPUT, Graph, layer_output
 from gptoss.quant.schemes import PARTS
 
 
@@ -55,9 +61,28 @@ class AotStep(Protocol):
 
 
 @dataclass(frozen=True)
+class Split:
+    """Cut every graph into parts run in order (an NPU compiles each into its own context, of bounded size): the
+    embedding alone, then `layers_per_part` layers per part, then the head (final norm, unembedding) alone."""
+
+    layers_per_part: int
+    embedding_alone: bool = True
+    head_alone: bool = True
+
+    def cuts(self, num_layers: int) -> list[str]:
+        """The values to cut after (ir conventions), in graph order."""
+        cuts = [EMBEDDING_OUTPUT] if self.embedding_alone else []
+        ends = list(range(self.layers_per_part - 1, num_layers - 1, self.layers_per_part))
+        if self.head_alone:
+            ends.append(num_layers - 1)
+        return cuts + [layer_output(i) for i in sorted(set(ends))]
+
+
+@dataclass(frozen=True)
 class ExecutionProvider:
     name: str                           # the ONNX Runtime provider name, e.g. "CPUExecutionProvider"
     package: str = "onnxruntime"        # the pip distribution that brings it
+    plugin: bool = False                # a plugin library beside the stock onnxruntime (else part of the package)
 
 
 def frozen(**kw) -> MappingProxyType:
@@ -74,10 +99,14 @@ class Target:
     allowed: Mapping[str, tuple[str, ...]]      # part -> schemes this target's kernels run
     keeps: frozenset[str] = frozenset()         # gptoss custom ops left as functions ("MoE", "Attention", ...)
     ops: tuple[str, ...] = ()                   # ops the lowered graph is expected to hold ("domain.Op")
+    kernels: tuple[str, ...] = ()               # targets/kernels/<name>.txt: the ops its provider runs
+    activations: str = "float32"
     kv_dtype: str = "float32"
+    kv_device: bool = False
     shapes: Shapes = Dynamic()
     provider_options: Mapping[str, str] = field(default_factory=frozen)
     session_options: Mapping[str, object] = field(default_factory=frozen)
+    split: Split | None = None
     aot: AotStep | None = None
 
     def __post_init__(self):

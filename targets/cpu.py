@@ -25,5 +25,6 @@ TARGET = Target(
     allowed=frozen(experts=("mxfp4",), attention=("fp32", "int8", "int4"), router=("fp32",),
                    embedding=("fp32", "fp16", "int8", "int4"), unembedding=("fp32", "int8", "int4")),
     ops=("com.microsoft.QMoE", "com.microsoft.GroupQueryAttention"),
+    kernels=("cpu",),
     session_options=frozen(graph_optimization_level="ORT_ENABLE_ALL"),
 )

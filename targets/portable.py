@@ -9,6 +9,7 @@ TARGET = Target(
     provider=ExecutionProvider("CPUExecutionProvider"),
     passes=(),
     keeps=frozenset({"MoE", "Attention", "MaskedAttention"}),
+    kernels=("cpu",),
     quant=frozen(experts="mxfp4", attention="fp32", router="fp32", embedding="fp32", unembedding="fp32"),
     allowed=frozen(experts=("mxfp4",), attention=("fp32",), router=("fp32",), embedding=("fp32",),
                    unembedding=("fp32",)),

@@ -10,7 +10,7 @@ import pkgutil
 
 from .base import Target, TargetError
 
-_NOT_TARGETS = {"base", "registry", "passes"}
+_NOT_TARGETS = {"base", "registry", "passes", "kernels"}
 
 
 def _discover() -> dict[str, Target]:

@@ -1,9 +1,10 @@
 """The "shared" cache (bundle.kv): one buffer per layer, bound as both `past` and `present`.
 
-    full layer:     [1, kv, rows, hd]; the graph writes the new rows at their absolute positions and reads rows
+    layer without a capacity (every full layer; a sliding layer whose window is a mask only):
+                    [1, kv, rows, hd]; the graph writes the new rows at their absolute positions and reads rows
                     [0, N + T); rows grow (x2, one copy) when N + T would reach them.
-    sliding layer:  [1, kv, C, hd] with C fixed by the manifest (>= window): the attention op keeps the last
-                    positions itself (ORT GroupQueryAttention sliding_window_cache), compacting in place.
+    layer with a capacity C (a sliding layer in the op's window cache): [1, kv, C, hd], fixed: the attention op
+                    keeps the last positions itself (ORT GroupQueryAttention sliding_window_cache), compacting.
 
 Nothing is copied per step. The buffers live where the `Placement` says (kv/storage.py): host numpy, or OrtValues
 on the execution provider's device, which the graph reads and writes in place. Rolling back: full layers just
@@ -33,6 +34,7 @@ class _Layer:
     key: object                         # HostBuffer | DeviceBuffer [1, kv, rows, hd]
     value: object
     rows: int
+    fixed: bool                         # a window cache of `rows` rows the op manages; else rows grow
 
 
 class SharedCache(KVCache):
@@ -45,7 +47,7 @@ class SharedCache(KVCache):
 
     def _new_layer(self, keep: int | None, fixed: int | None, rows: int) -> _Layer:
         rows = fixed if fixed is not None else rows
-        return _Layer(keep, self._buffer(rows), self._buffer(rows), rows)
+        return _Layer(keep, self._buffer(rows), self._buffer(rows), rows, fixed is not None)
 
     def _buffer(self, rows: int):
         return self.placement.buffer((1, self._kv, rows, self._hd), self.dtype)
@@ -68,7 +70,7 @@ class SharedCache(KVCache):
     def bind(self, binding: ort.IOBinding, new: int, layers) -> None:
         for i in layers:
             lay = self._layers[i]
-            if lay.keep is None:
+            if not lay.fixed:
                 # strictly more rows than N + new: a buffer as long as the sequence would read as a plain past
                 self._grow(lay, self.length + new + 1)
             pk, pv, ck, cv = names.kv_names(i)
@@ -85,22 +87,26 @@ class SharedCache(KVCache):
             raise ValueError("fill_random needs an empty cache")
         rng = np.random.default_rng(seed)
         for lay in self._layers:
-            if lay.keep is None:
+            if not lay.fixed:
                 self._grow(lay, length + 1)
-            rows = length if lay.keep is None else min(length, lay.rows)
+            rows = min(length, lay.rows)
             for buf in (lay.key, lay.value):
                 buf.write_rows(rng.standard_normal((1, self._kv, rows, self._hd), dtype=np.float32).astype(self.dtype, copy=False))
         self._record([-1] * length)
 
     # -------------------------------------------------------------- rollback
+    def _sliding_layers(self) -> list[int]:
+        """Only window caches need checkpoints: a growing buffer keeps every position and just truncates."""
+        return [i for i, lay in enumerate(self._layers) if lay.fixed]
+
     def _snapshot(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
         """A sliding layer's whole buffer: its row order depends on the length, so all of it is the state."""
         lay = self._layers[layer]
         return lay.key.read(), lay.value.read()
 
     def _can_truncate(self, s: int) -> bool:
-        """Sliding layers that never compacted (N <= rows) still hold positions 0..N-1 in rows 0..N-1."""
-        return all(lay.keep is None or self.length <= lay.rows for lay in self._layers)
+        """Window caches that never compacted (N <= rows) still hold positions 0..N-1 in rows 0..N-1."""
+        return all(not lay.fixed or self.length <= lay.rows for lay in self._layers)
 
     def _truncate(self, s: int, cp: Checkpoint | None) -> None:
         if cp is not None:

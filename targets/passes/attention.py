@@ -5,8 +5,10 @@
         head_sink = sinks; local_window_size = window (counting the query itself) on sliding layers;
         do_rotary = 1 from cos/sin caches [max_positions, head_dim/2] built from the portable graph's own YaRN
         constants; past and present are ONE buffer per layer that the runtime binds as both ("shared"):
-        full layers write the new rows at their absolute positions (from position_ids), sliding layers live in
-        the op's own window cache (sliding_window_cache = 1) of bundle.kv.shared_capacity rows.
+        full layers write the new rows at their absolute positions (from position_ids). Sliding layers either live
+        in the op's own window cache (sliding_window_cache = 1) of `window_factor` x window rows (the CPU kernel
+        takes any capacity >= window, 2x compacts once per window; CUDA's needs exactly the window), or, where the
+        kernel has no window cache (WebGPU), keep a full-length buffer in which the window is only a mask.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Callable
 import numpy as np
 from onnx import TensorProto, helper
 
-from gptoss.bundle.kv import KVContract, shared_capacity
+from gptoss.bundle.kv import KVContract
 from gptoss.bundle.manifest import GraphContract
 from gptoss.ir.graph import (GPTOSS_DOMAIN, MAX_POSITIONS, MS_DOMAIN, ROTARY_CONCENTRATION, ROTARY_INV_FREQ, Graph,
                              LazyTensor, node_attributes)
@@ -28,32 +30,37 @@ from ..base import LoweringContext, TargetError
 
 @dataclass(frozen=True)
 class AttentionToGQA:
+    window_cache: bool = True
+    window_factor: int = 2
     name = "attention_to_gqa"
 
     def __call__(self, graph: Graph, contract: GraphContract, ctx: LoweringContext) -> GraphContract:
         if contract.kv.mode != "concat":
             raise TargetError(f"{self.name} lowers the portable (concat) attention, not a {contract.kv.mode!r} one")
-        cos, sin = _rotary_caches(graph, contract.kv.head_dim)
+        cos, sin = _rotary_caches(graph, contract.kv.head_dim, np.dtype(contract.kv.dtype))
         seqlens, total = _absolute_lengths(graph)
         for node in graph.nodes_of("Attention", GPTOSS_DOMAIN):
             q, k, v, past_k, past_v, _cos, _sin, sinks = node.input
             attrs = node_attributes(node)
             window = attrs["window"]
-            sliding = {"local_window_size": window, "sliding_window_cache": 1} if window > 0 else \
-                {"local_window_size": -1}
+            sliding = {"local_window_size": window if window > 0 else -1}
+            if window > 0 and self.window_cache:
+                sliding["sliding_window_cache"] = 1
             graph.replace_node(node, [helper.make_node(
                 "GroupQueryAttention", [q, k, v, past_k, past_v, seqlens, total, cos, sin, "position_ids", "", sinks],
                 list(node.output), name=node.name, domain=MS_DOMAIN, num_heads=attrs["num_heads"],
                 kv_num_heads=attrs["kv_num_heads"], do_rotary=1, rotary_interleaved=0, **sliding)])
         graph.opsets.setdefault(MS_DOMAIN, 1)
         kv: KVContract = contract.kv
-        shared = dataclasses.replace(kv, mode="shared", capacity=tuple(shared_capacity(w) for w in kv.window))
+        capacity = tuple(self.window_factor * w if w > 0 and self.window_cache else None for w in kv.window)
+        shared = dataclasses.replace(kv, mode="shared", capacity=capacity)
         shared.validate()
         return dataclasses.replace(contract, kv=shared)
 
 
-def _rotary_caches(graph: Graph, head_dim: int) -> tuple[str, str]:
-    """cos/sin caches [max_positions, head_dim/2] (fp32) from the portable graph's YaRN constants."""
+def _rotary_caches(graph: Graph, head_dim: int, dtype: np.dtype) -> tuple[str, str]:
+    """cos/sin caches [max_positions, head_dim/2] (computed in fp32, stored in the attention's dtype) from the
+    portable graph's YaRN constants."""
     inv_freq = graph.constant_value(ROTARY_INV_FREQ).astype(np.float32)
     concentration = np.float32(graph.constant_value(ROTARY_CONCENTRATION))
     max_pos = int(graph.meta[MAX_POSITIONS])
@@ -61,12 +68,12 @@ def _rotary_caches(graph: Graph, head_dim: int) -> tuple[str, str]:
     def table(fn) -> Callable[[], np.ndarray]:
         def produce():
             freqs = np.arange(max_pos, dtype=np.float32)[:, None] * inv_freq[None, :]
-            return (fn(freqs) * concentration).astype(np.float32)
+            return (fn(freqs) * concentration).astype(np.float32).astype(dtype)
         return produce
 
     half = head_dim // 2
-    cos = graph.weight(LazyTensor("model.rotary.cos_cache", (max_pos, half), np.float32, table(np.cos), "attention"))
-    sin = graph.weight(LazyTensor("model.rotary.sin_cache", (max_pos, half), np.float32, table(np.sin), "attention"))
+    cos = graph.weight(LazyTensor("model.rotary.cos_cache", (max_pos, half), dtype, table(np.cos), "attention"))
+    sin = graph.weight(LazyTensor("model.rotary.sin_cache", (max_pos, half), dtype, table(np.sin), "attention"))
     return cos, sin
 
 

@@ -50,8 +50,9 @@ class DenseToMatMulNBits:
         nb = K // block
         data = graph.weight(LazyTensor(f"{weight.name}.q{bits}", (N, nb, block * bits // 8), np.uint8,
                                        lambda: take(0)().reshape(N, nb, -1), weight.part))
-        scales = graph.weight(LazyTensor(f"{weight.name}.scales", (N * nb,), np.float32,
-                                         lambda: take(1)().reshape(-1), weight.part))
+        dtype = np.dtype(weight.dtype)              # the activations' dtype: MatMulNBits wants its scales in it
+        scales = graph.weight(LazyTensor(f"{weight.name}.scales", (N * nb,), dtype,
+                                         lambda: take(1)().reshape(-1).astype(dtype, copy=False), weight.part))
         return helper.make_node("MatMulNBits", [node.input[0], data, scales], list(node.output), name=node.name,
                                 domain=MS_DOMAIN, K=K, N=N, bits=bits, block_size=block,
                                 accuracy_level=self.accuracy_level)

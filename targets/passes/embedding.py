@@ -33,14 +33,19 @@ class EmbeddingToGatherQuantized:
         node = next((n for n in graph.nodes if n.op_type == "Gather" and n.input[0] == TABLE), None)
         if node is None or scheme == "fp32":
             return contract
-        V, H = graph.initializers[TABLE].shape
+        table = graph.initializers[TABLE]
+        V, H = table.shape
+        dtype = np.dtype(table.dtype)                # the activations' dtype
+        if scheme == "fp16" and dtype == np.float16:
+            return contract
         if scheme == "fp16":
             graph.replace_node(node, _fp16_gather(graph, node, V, H))
         else:
             bits, block = integer_bits(scheme), get_scheme(scheme).block_size
             take = memo_quantize(graph.source, "embedding", bits, block, pack_gather_block_quantized)
             data = graph.weight(LazyTensor(f"{TABLE}.q{bits}", (V, H * bits // 8), np.uint8, take(0), "embedding"))
-            scales = graph.weight(LazyTensor(f"{TABLE}.scales", (V, H // block), np.float32, take(1), "embedding"))
+            scales = graph.weight(LazyTensor(f"{TABLE}.scales", (V, H // block), dtype,
+                                             lambda: take(1)().astype(dtype, copy=False), "embedding"))
             graph.replace_node(node, [helper.make_node(
                 "GatherBlockQuantized", [data, node.input[1], scales], list(node.output), name=node.name,
                 domain=MS_DOMAIN, gather_axis=0, quantize_axis=1, block_size=block, bits=bits)])

@@ -78,8 +78,14 @@ def test_kv_contract_rules():
     concat = KVContract.for_windows("concat", windows, dtype="float32", num_kv_heads=2, head_dim=64)
     assert concat.keep == (7, None, 7, None) and concat.capacity == (None,) * 4
     assert [keep_for(w) for w in (1, 128, 0)] == [0, 127, None]
-    with pytest.raises(BundleError, match="shared: sliding layers need a capacity >= window"):
-        KVContract.for_windows("shared", windows, dtype="float32", num_kv_heads=2, head_dim=64)
+    shared = KVContract.for_windows("shared", windows, dtype="float32", num_kv_heads=2, head_dim=64)
+    assert shared.capacity == (None,) * 4                 # a full-length buffer everywhere: the window is a mask
+    with pytest.raises(BundleError, match="shared: a sliding layer's capacity is null or >= window"):
+        KVContract.for_windows("shared", windows, dtype="float32", num_kv_heads=2, head_dim=64,
+                               capacity=(4, None, 16, None))
+    with pytest.raises(BundleError, match="a full layer's null"):
+        KVContract.for_windows("shared", windows, dtype="float32", num_kv_heads=2, head_dim=64,
+                               capacity=(16, 64, 16, None))
     with pytest.raises(BundleError, match="only a shared cache can live on the device"):
         KVContract.for_windows("concat", windows, dtype="float32", num_kv_heads=2, head_dim=64, device="device")
     static = KVContract.for_windows("static", windows, dtype="float16", num_kv_heads=2, head_dim=64,

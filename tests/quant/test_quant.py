@@ -334,3 +334,21 @@ def test_packed_nbytes_of_a_20b_expert_tensor():
         packed_nbytes("mxfp4", (4, 64), block_size=64)
     with pytest.raises(LayoutError, match="no blocks"):
         packed_nbytes("fp16", (4, 64), asymmetric=True)
+
+
+def test_pack_qmoe_fp4_n_packed_moves_codes_not_values():
+    """CUDA's fp4 QMoE layout [E, K, N/2]: byte (e, k, j) holds W[e, 2j, k] low and W[e, 2j+1, k] high."""
+    from gptoss.quant.mxfp4 import pack_qmoe_fp4_n_packed
+
+    rng = np.random.default_rng(5)
+    blocks = rng.integers(0, 256, (3, 6, 2, 16), dtype=np.uint8)
+    scales = rng.integers(120, 130, (3, 6, 2), dtype=np.uint8)
+    w = decode_mxfp4(blocks, scales)                                   # [E, N, K]
+    packed = pack_qmoe_fp4_n_packed(blocks)
+    assert packed.shape == (3, 64, 3)
+    low, high = FP4_VALUES[packed & 0xF], FP4_VALUES[packed >> 4]      # [E, K, N/2]: rows 2j and 2j+1
+    scale = np.ldexp(1.0, scales.astype(np.int32) - 127).repeat(32, axis=-1)   # [E, N, K]
+    assert np.array_equal(low * scale[:, 0::2].transpose(0, 2, 1), w[:, 0::2].transpose(0, 2, 1))
+    assert np.array_equal(high * scale[:, 1::2].transpose(0, 2, 1), w[:, 1::2].transpose(0, 2, 1))
+    with pytest.raises(LayoutError, match="must be even"):
+        pack_qmoe_fp4_n_packed(blocks[:, :5])

@@ -20,7 +20,9 @@ def test_target_row_names_known_passes_and_schemes(name):
 
 @pytest.mark.parametrize("name", sorted(TARGETS))
 def test_every_target_exports_a_bundle_its_manifest_describes(name, tiny_bundle):
-    manifest = load_manifest(tiny_bundle(name))
+    from helpers import SOURCE_OF
+
+    manifest = load_manifest(tiny_bundle(name, source=SOURCE_OF.get(name, "hf")))
     assert manifest.target.name == name
     assert manifest.target.execution_provider == TARGETS[name].provider.name
     assert manifest.quant == dict(TARGETS[name].quant)
