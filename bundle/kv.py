@@ -31,6 +31,9 @@ from dataclasses import dataclass
 from .errors import BundleError
 
 MODES = ("concat", "shared", "static")
+MASKED = -1.0e4
+"""What a static graph's additive mask holds where a key is not visible: finite on every backend (NPUs mishandle
+-inf, and float16 has no room for float32's lowest), yet exp() of it is 0 in any float precision: exact."""
 DTYPES = ("float32", "float16")
 LAYOUTS = ("BNSH",)
 DEVICES = ("host", "device")

@@ -44,10 +44,24 @@ class LazyTensor:
     produce: Callable[[], np.ndarray]
     part: str = "other"          # experts | attention | router | embedding | unembedding | other
     onnx_type: int | None = None  # override (e.g. FLOAT8E8M0 stored as uint8 bytes)
+    # A view: these bytes are bytes [view_offset, view_offset + nbytes) of tensor `view_of`, which the weights file
+    # stores once (two graph forms over one copy of the experts); `produce` is then unused.
+    view_of: "LazyTensor | None" = None
+    view_offset: int = 0
 
     @property
     def nbytes(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+    def view(self, name: str, shape: tuple[int, ...], offset_elements: int) -> "LazyTensor":
+        """A tensor of `shape` over this one's elements [offset, offset + prod(shape)) (row-major, no copy)."""
+        count = int(np.prod(shape, dtype=np.int64))
+        total = int(np.prod(self.shape, dtype=np.int64))
+        if offset_elements < 0 or offset_elements + count > total:
+            raise ValueError(f"view {name}: elements [{offset_elements}, {offset_elements + count}) outside {self.name}")
+        base = self.view_of or self
+        return LazyTensor(name, tuple(shape), self.dtype, lambda: None, self.part, self.onnx_type, view_of=base,
+                          view_offset=self.view_offset + offset_elements * np.dtype(self.dtype).itemsize)
 
     def elem_type(self) -> int:
         return self.onnx_type if self.onnx_type is not None else helper.np_dtype_to_tensor_dtype(np.dtype(self.dtype))

@@ -45,14 +45,17 @@ def _initializer_order(graph: Graph) -> list[str]:
 
 
 def _union(graphs: Mapping[str, Graph]) -> dict[str, LazyTensor]:
-    """Every initializer of every graph, once; the same name must mean the same tensor in each graph."""
+    """Every tensor the weights file stores, once, in model order: the graphs' initializers that are not views,
+    and the tensors views look into. The same name must mean the same tensor in each graph."""
     union: dict[str, LazyTensor] = {}
     for graph in graphs.values():
         for name in _initializer_order(graph):
             t = graph.initializers[name]
-            if name in union and (union[name].shape, np.dtype(union[name].dtype)) != (t.shape, np.dtype(t.dtype)):
-                raise ValueError(f"initializer {name}: the graphs disagree on its shape or dtype")
-            union.setdefault(name, t)
+            stored = t.view_of or t
+            if stored.name in union and (union[stored.name].shape, np.dtype(union[stored.name].dtype)) != (
+                    stored.shape, np.dtype(stored.dtype)):
+                raise ValueError(f"initializer {stored.name}: the graphs disagree on its shape or dtype")
+            union.setdefault(stored.name, stored)
     return union
 
 
@@ -92,9 +95,16 @@ def write_onnx(graphs: Mapping[str, Graph], out_dir: Path, weights_name: str = "
                 on_tensor(t)
         f.truncate()
     for file_name, graph in graphs.items():
-        protos = [_external_tensor(graph.initializers[n], weights_name, *placed[n]) for n in _initializer_order(graph)]
+        protos = [_proto(graph.initializers[n], weights_name, placed) for n in _initializer_order(graph)]
         onnx.save(make_model(graph, protos), str(out_dir / file_name))
     return dict(sizes)
+
+
+def _proto(t: LazyTensor, weights_name: str, placed: dict[str, tuple[int, int]]) -> TensorProto:
+    if t.view_of is None:
+        return _external_tensor(t, weights_name, *placed[t.name])
+    offset, _ = placed[t.view_of.name]
+    return _external_tensor(t, weights_name, offset + t.view_offset, t.nbytes)
 
 
 def make_model(graph: Graph, initializers: list[TensorProto]) -> onnx.ModelProto:

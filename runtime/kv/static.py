@@ -8,7 +8,7 @@ each query sees by one additive mask per window, `attention_bias.w{W}` [1, 1, T,
     cached slot s   visible to query t (at position p + t) iff it holds a position q with
                     q < p + t and (W == 0 or p + t - q < W)
     new row j       visible iff j <= t and j < n and (W == 0 or t - j < W);  a padding query sees only itself
-    masked entries hold the dtype's lowest finite value (exp() of it is 0; never -inf: no NaN on any backend)
+    masked entries hold bundle.kv.MASKED (-1e4: finite everywhere, exp() of it 0 in any precision)
 
 After the call the runtime copies the n real rows into their slots (`commit`): the graph never scatters.
 """
@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 
 from gptoss.bundle import names
-from gptoss.bundle.kv import KVContract
+from gptoss.bundle.kv import MASKED, KVContract
 
 from .base import Checkpoint, KVCache
 from .storage import bind_array
@@ -36,7 +36,7 @@ class StaticCache(KVCache):
         self._new: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}    # T -> per layer (key, value) [1,kv,T,hd]
         self._masks: dict[int, dict[int, np.ndarray]] = {}                  # T -> window -> [1, 1, T, C + T]
         self._pending = (0, 0)                                              # (T, real tokens) of the call being run
-        self._lowest = np.finfo(self.dtype).min
+        self._masked = np.array(MASKED, self.dtype)
 
     # ---------------------------------------------------------------- facts
     def held(self, layer: int) -> int:
@@ -89,8 +89,8 @@ class StaticCache(KVCache):
             seen &= q - slots[None, :] < window
             new &= t - j < window
         cap = len(slots)
-        mask[:, :cap] = np.where(seen, 0, self._lowest)
-        mask[:, cap:] = np.where(new, 0, self._lowest)
+        mask[:, :cap] = np.where(seen, 0, self._masked)
+        mask[:, cap:] = np.where(new, 0, self._masked)
 
     def commit(self, token_ids) -> None:
         """Copy the real new rows into their slots (only the last `capacity` of them matter on a ring)."""

@@ -108,13 +108,18 @@ def _int_weights(graph: Graph, blocks_name: str, scales_name: str, bits: int, bl
     read, blocks_key, scales_key = graph.source, canonical(blocks_name), canonical(scales_name)
 
     def quantize() -> blockwise.PackedBlockwise:
+        """One expert at a time: a whole 20b expert tensor in float32 would take 2 GB, its quantizer more."""
         blocks, scales = np.asarray(read(blocks_key)), np.asarray(read(scales_key))
-        if bits == 8 and block == BLOCK:                      # exact: every FP4 value is a multiple of 0.5
-            q = requantize_mxfp4_to_int8(blocks, scales, name=blocks_key)
-        else:
-            q = blockwise.quantize_blockwise(decode_mxfp4(blocks, scales, blocks_key), bits=bits, block_size=block,
-                                             name=blocks_key)
-        return blockwise.pack_qmoe_int(q, name=blocks_key)
+        packed = []
+        for b, s in zip(blocks, scales):
+            if bits == 8 and block == BLOCK:                  # exact: every FP4 value is a multiple of 0.5
+                q = requantize_mxfp4_to_int8(b[None], s[None], name=blocks_key)
+            else:
+                q = blockwise.quantize_blockwise(decode_mxfp4(b[None], s[None], blocks_key), bits=bits,
+                                                 block_size=block, name=blocks_key)
+            packed.append(blockwise.pack_qmoe_int(q, name=blocks_key))
+        return blockwise.PackedBlockwise(np.concatenate([p.data for p in packed]),
+                                         np.concatenate([p.scales for p in packed]), None, bits, block, k)
 
     take = _once(quantize)
     data = graph.weight(LazyTensor(f"{blocks_name}.q{bits}b{block}", (e, n, k * bits // 8), np.uint8,
