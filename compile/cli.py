@@ -77,14 +77,16 @@ def _parse_quant(values: tuple[str, ...]) -> dict[str, str]:
               help="Which positions get logits: chosen per call by the runtime (default on dynamic targets), every "
                    "one (static targets), or the last.")
 @click.option("--layout", type=click.Choice(LAYOUTS), default=None, help="Force the checkpoint layout.")
+@click.option("--aot", is_flag=True, help="Also compile the graphs ahead of time with the target's execution "
+                                         "provider (EP context models; e.g. qnn), so a device loads them as they are.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists and is not empty.")
 def export(checkpoint: Path, out: Path, target: str, quant: tuple[str, ...], logits: str | None, layout: str | None,
-           force: bool) -> None:
+           aot: bool, force: bool) -> None:
     """Compile a gpt-oss CHECKPOINT into a self-contained bundle for one target."""
     from .pipeline import export_bundle
 
     export_bundle(checkpoint, out, target=target, quant=_parse_quant(quant), logits=logits, layout=layout,
-                  force=force, progress=True)
+                  force=force, progress=True, aot=aot)
 
 
 @main.command()

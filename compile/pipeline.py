@@ -6,7 +6,7 @@
     lower     Lowered     the target's passes, in order, then its boundary checks; the contract they produced;
                           cut into parts when the target splits its graphs (ir.split)
     write     Written     the graph files and their one weights file, streamed a tensor at a time (ir.onnx_io)
-    aot       Written     the target's ahead-of-time step (none yet: the graphs as written)
+    aot       Written     with --aot, the target's ahead-of-time step (EP context models, targets/aot.py)
     manifest              manifest.json (bundle.Manifest) with the size and sha256 of every file
 
 Everything is written into a temporary sibling folder and renamed into place at the end (staging.py): an
@@ -44,6 +44,7 @@ class Plan:
     target: Target
     schemes: dict[str, str]
     logits: str
+    aot: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,16 +70,19 @@ class Lowered:
 class Written:
     graph_files: dict[str, GraphFile]
     parts: dict[str, int]             # packed bytes per part
+    weights: tuple[str, ...] = (WEIGHTS_FILE,)
 
 
-def plan(target: str | Target, quant: dict[str, str] | None, logits: str | None) -> Plan:
+def plan(target: str | Target, quant: dict[str, str] | None, logits: str | None, aot: bool = False) -> Plan:
     tgt = target if isinstance(target, Target) else get_target(target)
+    if aot and tgt.aot is None:
+        raise ExportError(f"target {tgt.name} has no ahead-of-time step; drop --aot")
     static = isinstance(tgt.shapes, Static)
     logits = logits or ("all" if static else "selectable")
     if static and logits != "all":
         raise ExportError(f"target {tgt.name} has static shapes, whose graphs return every position's logits: "
                           f"--logits must be 'all', got {logits!r}")
-    return Plan(tgt, tgt.schemes(quant), logits)
+    return Plan(tgt, tgt.schemes(quant), logits, aot)
 
 
 def read(checkpoint_dir: str | Path, layout: str | None) -> Source:
@@ -154,12 +158,23 @@ def _part_files(name: str, count: int) -> tuple[str, ...]:
     return tuple(f"{stem}.part{k}.{suffix}" for k in range(count))
 
 
-def aot(p: Plan, folder: Path, written: Written) -> Written:
-    if p.target.aot is None:
+def ahead_of_time(p: Plan, folder: Path, written: Written) -> Written:
+    if not p.aot:
         return written
-    compiled = p.target.aot(folder, {role: f.parts for role, f in written.graph_files.items()})
+    compiled = p.target.aot(folder, {role: f.parts for role, f in written.graph_files.items()}, p.target)
+    if not any(_uses_external_data(folder / part) for parts in compiled.values() for part in parts):
+        for w in written.weights:                       # the compiled contexts carry the weights now
+            (folder / w).unlink()
+    weights = tuple(w for w in written.weights if (folder / w).exists())
     return Written({role: GraphFile(role, tuple(compiled[role]), f.tokens) for role, f in written.graph_files.items()},
-                   written.parts)
+                   written.parts, weights)
+
+
+def _uses_external_data(path: Path) -> bool:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
 
 
 def manifest(p: Plan, source: Source, lowered: Lowered, written: Written, tokenizer: dict | None, folder: Path,
@@ -170,7 +185,7 @@ def manifest(p: Plan, source: Source, lowered: Lowered, written: Written, tokeni
     return Manifest(
         model=source.config.to_dict(),
         target=TargetSpec(t.name, t.provider.name, dict(t.provider_options), dict(t.session_options)),
-        graphs=written.graph_files, weights=(WEIGHTS_FILE,), contract=lowered.contract, quant=dict(p.schemes),
+        graphs=written.graph_files, weights=written.weights, contract=lowered.contract, quant=dict(p.schemes),
         parts=written.parts, tokenizer=TokenizerSpec(**{**tokenizer, "files": tuple(tokenizer["files"])})
         if tokenizer else None,
         files=listing(folder, progress=log.files_bar), created_by=f"gptoss {__version__}",
@@ -179,12 +194,13 @@ def manifest(p: Plan, source: Source, lowered: Lowered, written: Written, tokeni
 
 def export_bundle(checkpoint_dir: str | Path, out_dir: str | Path, target: str | Target = "cpu",
                   quant: dict[str, str] | None = None, logits: str | None = None, force: bool = False,
-                  layout: str | None = None, progress: bool = False) -> Path:
+                  layout: str | None = None, progress: bool = False, aot: bool = False) -> Path:
     """Export a gpt-oss checkpoint into a self-contained bundle for one target. Returns the bundle path.
 
-    logits: "selectable" (default on dynamic targets), "all" or "last"; static targets return "all"."""
+    logits: "selectable" (default on dynamic targets), "all" or "last"; static targets return "all".
+    aot: also compile the graphs ahead of time with the target's provider (targets with an AOT step)."""
     log, out_dir, t0 = Log(progress), Path(out_dir), time.time()
-    p = plan(target, quant, logits)
+    p = plan(target, quant, logits, aot)
     log.stage(1, "validate", str(checkpoint_dir))
     source = read(checkpoint_dir, layout)
     with staged_folder(out_dir, force) as tmp:
@@ -195,7 +211,7 @@ def export_bundle(checkpoint_dir: str | Path, out_dir: str | Path, target: str |
         log.stage(4, "lower", f"target {p.target.name}: {', '.join(x.name for x in p.target.passes) or 'no passes'}")
         lowered = lower(graphs, p, source.config)
         log.stage(5, "write", "weights, streamed")
-        written = aot(p, tmp, write(lowered, tmp, source.checkpoint.release_pages, log))
+        written = ahead_of_time(p, tmp, write(lowered, tmp, source.checkpoint.release_pages, log))
         log.stage(6, "manifest", "checksums")
         manifest(p, source, lowered, written, tokenizer, tmp, log).write(tmp)
     log.line(f"done in {time.time() - t0:.1f} s: {out_dir}")

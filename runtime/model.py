@@ -52,13 +52,16 @@ class Model:
     @classmethod
     def load(cls, bundle_dir: str | Path, provider: str | None = None, threads: int | None = None,
              max_context: int | None = None, verify: bool = False, allow_fallback: bool = False,
-             prefill_chunk: int | None = None, placement: Placement | None = None) -> "Model":
+             prefill_chunk: int | None = None, placement: Placement | None = None,
+             provider_options: dict | None = None) -> "Model":
         """Open a bundle: validate its manifest, create the sessions, check the provider took the graphs.
 
         provider: an ORT execution provider name (default: the manifest's target). threads: intra-op
         threads. max_context: tokens a sequence may reach (default: the model's, capped at
         DEFAULT_MAX_CONTEXT, and a static bundle's context). verify: check every file's sha256 first.
         allow_fallback: accept running on CPU when the requested provider is missing or did not take the graph.
+        provider_options: options for the provider, instead of the bundle's (e.g. {"device_type": "GPU"} to pick a
+        plugin EP's device).
         placement: where a shared KV cache lives; default: on the provider's device when the bundle says
         kv_cache.device "device" and the provider took the graph, else host numpy (kv.Placement()).
         """
@@ -71,7 +74,7 @@ class Model:
         if chunk < 1:
             raise ValueError(f"prefill_chunk must be >= 1, got {chunk}")
         tokenizer = _tokenizer(manifest)
-        sessions, info = create_sessions(manifest, provider, threads, allow_fallback)
+        sessions, info = create_sessions(manifest, provider, threads, allow_fallback, provider_options)
         if placement is None:
             placement = _placement(manifest, info)
         engine = engine_for(manifest, sessions, max_context, chunk, placement)

@@ -50,7 +50,6 @@ PROVIDERS: tuple[Provider, ...] = (
              plugin="onnxruntime_ep_nv_tensorrt_rtx", device_types=("GPU",), memory="cuda"),
 )
 
-_registered: set[str] = set()
 _lock = threading.Lock()
 
 
@@ -79,19 +78,30 @@ def attach_plugin(p: Provider, so: ort.SessionOptions, options: dict[str, str]) 
     plugin's defaults first, `options` over them)."""
     module = _module(p)
     with _lock:
-        if p.ep not in _registered:
+        if not any(d.ep_name == p.ep for d in ort.get_ep_devices()):   # registered once per process, by anyone
             try:
                 ort.register_execution_provider_library(p.ep, module.get_library_path())
             except Exception as e:  # ORT raises its own exception types
                 raise ProviderError(f"{p.ep}: onnxruntime could not register {module.get_library_path()}: "
                                     f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}")
-            _registered.add(p.ep)
+    options = {k: str(v) for k, v in options.items()}
+    device = _pick_device(p, options.pop("device_type", None))
+    so.add_provider_for_devices([device], {**p.options(module), **options})
+
+
+def _pick_device(p: Provider, wanted: str | None):
+    """The plugin's device of type `wanted` (the provider option "device_type": CPU, GPU, NPU), else its best one."""
     devices = [d for d in ort.get_ep_devices() if d.ep_name == p.ep]
     if not devices:
         raise ProviderError(f"{p.ep} is installed but offers no device on this machine")
+    if wanted is not None:
+        match = [d for d in devices if _device_type(d) == wanted.upper()]
+        if not match:
+            raise ProviderError(f"{p.ep} offers no {wanted} device here; it offers: "
+                                f"{sorted({_device_type(d) for d in devices})}")
+        return match[0]
     rank = {t: i for i, t in enumerate(p.device_types)}
-    device = min(devices, key=lambda d: rank.get(_device_type(d), len(rank)))
-    so.add_provider_for_devices([device], {**p.options(module), **{k: str(v) for k, v in options.items()}})
+    return min(devices, key=lambda d: rank.get(_device_type(d), len(rank)))
 
 
 def _device_type(device) -> str:

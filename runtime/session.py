@@ -69,6 +69,9 @@ def session_options(manifest: Manifest, threads: int | None) -> ort.SessionOptio
     return so
 
 
+NO_CPU_FALLBACK = "session.disable_cpu_ep_fallback"
+
+
 def _attach(manifest: Manifest, provider: str | None, allow_fallback: bool, provider_options: dict[str, Any] | None,
             so: ort.SessionOptions) -> tuple[str, list | None]:
     """Attach the requested provider: (its ONNX Runtime name, the providers list for InferenceSession, None when a
@@ -104,6 +107,10 @@ def create_sessions(manifest: Manifest, provider: str | None = None, threads: in
     (or the given) provider, each verified to have taken its graph."""
     so = session_options(manifest, threads)
     requested, providers = _attach(manifest, provider, allow_fallback, provider_options, so)
+    if providers is not None and any((p[0] if isinstance(p, tuple) else p) == CPU for p in providers):
+        # The CPU runs (asked for, or as the fallback allowed): a bundle's "no CPU fallback" (an NPU target's)
+        # would make ORT refuse the session outright, so it is lifted for this run.
+        so.add_session_config_entry(NO_CPU_FALLBACK, "0")
     sessions: dict[str, list[ort.InferenceSession]] = {}
     for role in manifest.graphs:
         sessions[role] = [_session(path, so, providers, requested, allow_fallback)

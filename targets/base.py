@@ -16,7 +16,8 @@ portable.py, ...) that defines `TARGET`; `registry.py` finds them.
       shapes         Dynamic() | Static(chunk, context); the graph builder emits them
       quant/allowed  per part, the default scheme and the schemes the target's kernels run
       split          cut each graph into parts (NPU context sizes); None: one graph
-    aot            ahead-of-time compilation of the written graphs (None: nothing to do)
+    aot            ahead-of-time compilation of the written graphs, run on `gptoss-export export --aot` (None: the
+                   target has none)
 """
 
 from __future__ import annotations
@@ -54,10 +55,10 @@ class Pass(Protocol):
 
 class AotStep(Protocol):
     """Ahead-of-time compilation of a written bundle's graphs (e.g. an EP context binary): role -> its part files in,
-    role -> the files to run instead out."""
+    role -> the files to run instead out (it removes what they replace)."""
 
-    def __call__(self, bundle_dir: Path, graph_files: Mapping[str, tuple[str, ...]]) -> Mapping[str, tuple[str, ...]]:
-        ...
+    def __call__(self, bundle_dir: Path, graph_files: Mapping[str, tuple[str, ...]],
+                 target: "Target") -> Mapping[str, tuple[str, ...]]: ...
 
 
 @dataclass(frozen=True)

@@ -59,10 +59,13 @@ def tiny_bundle(tmp_path_factory, request):
     from gptoss.compile.pipeline import export_bundle
 
     made: dict = {}
+    rows: dict = {}                                   # a test's own row per name: two different rows may not share one
     root = tmp_path_factory.mktemp("bundles")
 
     def get(target="cpu", quant=None, logits=None, source="hf") -> Path:
         name = target if isinstance(target, str) else target.name
+        if not isinstance(target, str) and rows.setdefault(name, target) != target:
+            raise ValueError(f"two different test targets are both named {name!r}: give each its own name")
         key = (name, tuple(sorted((quant or {}).items())), logits, source)
         if key not in made:
             ckpt = request.getfixturevalue({"hf": "tiny_hf", "original": "tiny_original", "wide": "tiny_wide_hf"}[source])

@@ -28,6 +28,13 @@ FLAVORS = {
     "gpu": ("-gpu", "onnxruntime-gpu>=1.32,<1.33"),
 }
 COMMON = ["numpy>=1.26", "tiktoken>=0.9", "click>=8.1"]
+# Plugin execution providers install beside the stock onnxruntime: extras (the runtime registers them itself).
+EXTRAS = {
+    "qnn": ["onnxruntime-qnn>=2.7"],
+    "openvino": ["onnxruntime-ep-openvino>=1.8"],
+    "webgpu": ["onnxruntime-ep-webgpu>=0.4"],
+    "trt-rtx": ["onnxruntime-ep-nv-tensorrt-rtx>=0.5"],
+}
 MODULES = ("__init__.py", "errors.py")            # the root package's own modules the runtime needs
 PACKAGES = ("bundle", "runtime")                  # copied whole (their .py files, subpackages included)
 
@@ -76,6 +83,7 @@ setup(
     package_dir={"": os.path.relpath(STAGE, HERE)},
     packages=packages(),
     install_requires=[onnxruntime, *COMMON],
+    extras_require=EXTRAS if flavor == "cpu" else {},
     entry_points={"console_scripts": ["gptoss = gptoss.runtime.cli:main"]},
     zip_safe=False,
 )

@@ -147,8 +147,15 @@ def test_bundle_without_room_for_the_vocabulary_speaks_token_ids(tmp_path):
 
 # ------------------------------------------------------------------------------------------ bad input
 def test_unknown_target_lists_the_known_ones(tiny_hf, tmp_path):
-    with pytest.raises(TargetError, match="known targets: coreml, cpu, cuda, dml, portable, trt-rtx, webgpu"):
+    known = "known targets: coreml, cpu, cuda, dml, openvino, portable, qnn, trt-rtx, webgpu"
+    with pytest.raises(TargetError, match=known):
         export_bundle(tiny_hf, tmp_path / "b", target="tpu")
+    assert not (tmp_path / "b").exists()
+
+
+def test_aot_for_a_target_without_an_aot_step_is_refused_before_anything_is_written(tiny_hf, tmp_path):
+    with pytest.raises(ExportError, match="target cpu has no ahead-of-time step; drop --aot"):
+        export_bundle(tiny_hf, tmp_path / "b", target="cpu", aot=True)
     assert not (tmp_path / "b").exists()
 
 
