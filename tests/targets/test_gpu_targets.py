@@ -12,7 +12,6 @@ from gptoss.compile.pipeline import export_bundle
 from gptoss.runtime import Model
 from gptoss.targets.base import TargetError
 from gptoss.targets.kernels import kernels
-from gptoss.targets.passes.checks import graph_ops
 from gptoss.targets.registry import TARGETS
 from helpers import SOURCE_OF, make_target
 
@@ -51,11 +50,11 @@ def test_an_op_without_a_kernel_stops_the_export(tiny_hf, tmp_path):
     assert not (tmp_path / "b").exists()
 
 
-@pytest.mark.parametrize("name, max_rel, min_top1", [("dml", 1e-5, 1.0), ("webgpu", 0.05, 0.8), ("trt-rtx", 0.5, 0.15)])
+@pytest.mark.parametrize("name, max_rel, min_top1", [("dml", 1e-5, 1.0), ("webgpu", 0.3, 0.6), ("trt-rtx", 0.5, 0.15)])
 def test_gpu_graphs_in_float32_run_on_the_cpu_provider(name, max_rel, min_top1, tiny_bundle, reference):
     """The target's graph with float32 activations and dense parts, its experts as the target has them: dml's
-    sparse standard-op MoE (exact), webgpu's int8 re-encoding (exact weights; the CPU kernel quantizes activations
-    to int8) with full-length sliding buffers, trt-rtx's int4 in blocks of 128 (lossy)."""
+    sparse standard-op MoE (exact), webgpu's int4 blocks of 32 (lossy; measured rel 0.19, top-1 0.72) with
+    full-length sliding buffers, trt-rtx's int4 in blocks of 128 (lossy)."""
     dense_fp32 = {part: "fp32" for part in TARGETS[name].quant if part != "experts"}
     fp32 = make_target(name, f"test-{name}-fp32", activations="float32", kv_dtype="float32", kv_device=False,
                        quant={**TARGETS[name].quant, **dense_fp32},
