@@ -218,7 +218,7 @@ class PortableGraphBuilder:
     # ------------------------------------------------------------------ whole graph
     def build(self) -> tuple[Graph, GraphContract]:
         cfg, g = self.cfg, self.g
-        g.use_function(moe_function())
+        g.use_function(moe_function(cfg.num_experts))
         g.use_function(attention_function(masked=self.static))
         ids = g.add_input(names.INPUT_IDS, TensorProto.INT64, [self.batch, self.seq])
         pos = g.add_input(names.POSITION_IDS, TensorProto.INT64, [self.batch, self.seq])

@@ -5,7 +5,11 @@ made only of standard ONNX ops, so the portable graph runs unchanged on any ONNX
                gate_up_bias [E,2I], down_blocks [E,H,I/32,16] u8, down_scales [E,H,I/32] u8, down_bias [E,H])
                attrs: top_k, swiglu_limit, swiglu_alpha                                    -> y [N,H]
         In x's dtype (float32 or float16): the MXFP4 decode is exact in float32, then cast.
-        Sparse in the body too: only the top-k experts of each token are gathered and decoded.
+        Sparse in the body too, in one of two forms chosen per call by an `If` on the number of (token, expert)
+        pairs N*k against E: few pairs (decode) gather each token's top-k experts' packed rows and decode them
+        (N*k decoded experts); many pairs (prefill) run each expert once, decoded once, over only the tokens that
+        chose it (gathered by NonZero, scattered back), so the transient memory is one decoded expert, not N*k of
+        them (at gpt-oss-20b, a 256-token chunk gathered per token would need ~200 GB).
 
     gptoss.Attention(q [B,T,heads*hd], k, v [B,T,kv*hd], past_key, past_value [B,kv,P,hd],
                      cos, sin [B,T,hd/2], sinks [heads])
@@ -25,7 +29,7 @@ Both mirror `ops.attention` (the eager reference) line for line; tests hold ever
 from __future__ import annotations
 
 import numpy as np
-from onnx import FunctionProto, TensorProto, helper, numpy_helper
+from onnx import FunctionProto, GraphProto, TensorProto, ValueInfoProto, helper, numpy_helper
 
 from gptoss.ir.graph import FLOAT, GPTOSS_DOMAIN, INT, OPSET, attr_ref
 from gptoss.quant.mxfp4 import FP4_VALUES
@@ -68,21 +72,22 @@ MOE_INPUTS = ["x", "router_logits", "gate_up_blocks", "gate_up_scales", "gate_up
 
 
 def _decode_selected(b: _Body, blocks: str, scales: str, idx: str) -> str:
-    """Gather the selected experts' MXFP4 rows and decode them (exactly, in fp32), in x's dtype: [N, k, rows, cols]."""
-    sel_blocks = b("Gather", blocks, idx, axis=0)                       # [N,k,R,G,16] u8
-    sel_scales = b("Gather", scales, idx, axis=0)                       # [N,k,R,G]    u8
+    """Gather the experts `idx` names ([...] int64) and decode their MXFP4 rows (exactly, in fp32), in x's dtype:
+    [..., rows, cols]."""
+    sel_blocks = b("Gather", blocks, idx, axis=0)                       # [...,R,G,16] u8
+    sel_scales = b("Gather", scales, idx, axis=0)                       # [...,R,G]    u8
     low = b("BitwiseAnd", sel_blocks, b.const(15, np.uint8))
     high = b("BitShift", sel_blocks, b.const(4, np.uint8), direction="RIGHT")
     last = b.const([-1])
-    codes = b("Concat", b("Unsqueeze", low, last), b("Unsqueeze", high, last), axis=-1)   # [N,k,R,G,16,2]
-    values = b("Gather", b.const(FP4_VALUES, np.float32), b("Cast", codes, to=TensorProto.INT64), axis=0)
+    codes = b("Concat", b("Unsqueeze", low, last), b("Unsqueeze", high, last), axis=-1)   # [...,R,G,16,2]
+    values = b("Gather", b.const(FP4_VALUES, np.float32), b("Cast", codes, to=TensorProto.INT32), axis=0)
     grouped_shape = b("Concat", b("Shape", sel_scales), b.const([32]), axis=0)
-    values = b("Reshape", values, grouped_shape)                         # [N,k,R,G,32]
+    values = b("Reshape", values, grouped_shape)                         # [...,R,G,32]
     exponent = b("Sub", b("Cast", sel_scales, to=TensorProto.FLOAT), b.const(127.0, np.float32))
     scale = b("Pow", b.const(2.0, np.float32), exponent)                 # 2^(e-127), exact
     values = b("Mul", values, b("Unsqueeze", scale, last))
-    out_shape = b("Concat", b("Shape", sel_scales, end=3), b.const([-1]), axis=0)
-    return b("CastLike", b("Reshape", values, out_shape), "x")          # [N,k,R,G*32]
+    out_shape = b("Concat", b("Shape", sel_scales, end=-1), b.const([-1]), axis=0)
+    return b("CastLike", b("Reshape", values, out_shape), "x")          # [...,R,G*32]
 
 
 def _expert_matmul(b: _Body, weight: str, x: str, bias: str, idx: str, x_is_per_expert: bool) -> str:
@@ -93,28 +98,68 @@ def _expert_matmul(b: _Body, weight: str, x: str, bias: str, idx: str, x_is_per_
     return b("Add", y, b("Gather", bias, idx, axis=0))
 
 
-def moe_function() -> FunctionProto:
+def _swiglu(b: _Body, h: str, limit: str, alpha: str) -> str:
+    """Interleaved SwiGLU of h [..., 2I] -> [..., I]: glu.clamp(max=limit) * sigmoid(alpha * glu) * (lin.clamp + 1)."""
+    step, last, big = b.const([2]), b.const([-1]), b.const([1 << 62])
+    glu = b("Min", b("Slice", h, b.const([0]), big, last, step), limit)
+    lin = b("Clip", b("Slice", h, b.const([1]), big, last, step), b("Neg", limit), limit)
+    gate = b("Mul", glu, b("Sigmoid", b("Mul", glu, alpha)))
+    return b("Mul", gate, b("Add", lin, b("CastLike", b.const(1.0, np.float32), "x")))
+
+
+def _per_token_form(idx: str, weights: str, limit: str, alpha: str) -> GraphProto:
+    """Each token gathers its top-k experts and decodes them: N*k decoded experts (decode, N = 1)."""
+    b = _Body("moe_token_")
+    w1 = _decode_selected(b, "gate_up_blocks", "gate_up_scales", idx)             # [N,k,2I,H]
+    act = _swiglu(b, _expert_matmul(b, w1, "x", "gate_up_bias", idx, x_is_per_expert=False), limit, alpha)
+    w2 = _decode_selected(b, "down_blocks", "down_scales", idx)                    # [N,k,H,I]
+    y = _expert_matmul(b, w2, act, "down_bias", idx, x_is_per_expert=True)         # [N,k,H]
+    y = b("Mul", y, b("Unsqueeze", weights, b.const([-1])))
+    out = b("ReduceSum", y, b.const([1]), keepdims=0)
+    return helper.make_graph(b.nodes, "per_token", [], [ValueInfoProto(name=out)])      # its type: x's
+
+
+def _per_expert_form(num_experts: int, idx: str, weights: str, limit: str, alpha: str) -> GraphProto:
+    """Each expert decoded once and run over only the tokens that chose it: one decoded expert at a time (prefill)."""
+    b = _Body("moe_expert_")
+    zero = b("CastLike", b.const(0.0, np.float32), "x")
+    acc = b("CastLike", b("ConstantOfShape", b("Shape", "x")), "x")               # [N,H] zeros
+    # Each expert's index as a value computed from the call's data (0 + e), not a constant: with a constant index
+    # the whole decode of every expert would be constant-folded when the session loads (ORT folds Gather/unpack over
+    # initializers), which stores all experts decoded: a dense copy of the MoE.
+    runtime_zero = b("Sub", b("ReduceMin", idx, keepdims=1), b("ReduceMin", idx, keepdims=1))   # [1,1] int64
+    runtime_zero = b("Reshape", runtime_zero, b.const([1]))
+    for e in range(num_experts):
+        expert = b("Add", runtime_zero, b.const([e]))
+        share = b("ReduceSum", b("Where", b("Equal", idx, expert), weights, zero), b.const([1]), keepdims=0)  # [N]
+        rows = b("Squeeze", b("NonZero", b("Greater", share, zero)), b.const([0]))                  # [M]
+        xe = b("Gather", "x", rows, axis=0)                                                          # [M,H]
+        w1 = b("Squeeze", _decode_selected(b, "gate_up_blocks", "gate_up_scales", expert), b.const([0]))  # [2I,H]
+        h = b("Add", b("MatMul", xe, b("Transpose", w1, perm=[1, 0])),
+              b("Squeeze", b("Gather", "gate_up_bias", expert, axis=0), b.const([0])))                # [M,2I]
+        act = _swiglu(b, h, limit, alpha)                                                            # [M,I]
+        w2 = b("Squeeze", _decode_selected(b, "down_blocks", "down_scales", expert), b.const([0]))  # [H,I]
+        y = b("Add", b("MatMul", act, b("Transpose", w2, perm=[1, 0])),
+              b("Squeeze", b("Gather", "down_bias", expert, axis=0), b.const([0])))                 # [M,H]
+        y = b("Mul", y, b("Unsqueeze", b("Gather", share, rows, axis=0), b.const([-1])))
+        acc = b("Add", acc, b("ScatterND", b("CastLike", b("ConstantOfShape", b("Shape", "x")), "x"),
+                                b("Unsqueeze", rows, b.const([-1])), y))
+    return helper.make_graph(b.nodes, "per_expert", [], [ValueInfoProto(name=acc)])     # its type: x's
+
+
+def moe_function(num_experts: int) -> FunctionProto:
+    """The MoE body for a model of `num_experts` experts (the per-expert form is unrolled over them)."""
     b = _Body("moe_")
     k = b("Reshape", b.const_from_attr("top_k", INT), b.const([1]))
     limit = b("CastLike", b.const_from_attr("swiglu_limit", FLOAT), "x")
     alpha = b("CastLike", b.const_from_attr("swiglu_alpha", FLOAT), "x")
     top_values, idx = b("TopK", "router_logits", k, axis=-1, largest=1, sorted=1, outputs=2)   # [N,k]
     weights = b("Softmax", top_values, axis=-1)
-
-    w1 = _decode_selected(b, "gate_up_blocks", "gate_up_scales", idx)             # [N,k,2I,H]
-    h = _expert_matmul(b, w1, "x", "gate_up_bias", idx, x_is_per_expert=False)    # [N,k,2I]
-    step, last, big = b.const([2]), b.const([-1]), b.const([1 << 62])
-    glu = b("Slice", h, b.const([0]), big, last, step)
-    lin = b("Slice", h, b.const([1]), big, last, step)
-    glu = b("Min", glu, limit)
-    lin = b("Clip", lin, b("Neg", limit), limit)
-    gate = b("Mul", glu, b("Sigmoid", b("Mul", glu, alpha)))
-    act = b("Mul", gate, b("Add", lin, b("CastLike", b.const(1.0, np.float32), "x")))   # [N,k,I]
-
-    w2 = _decode_selected(b, "down_blocks", "down_scales", idx)                    # [N,k,H,I]
-    y = _expert_matmul(b, w2, act, "down_bias", idx, x_is_per_expert=True)         # [N,k,H]
-    y = b("Mul", y, b("Unsqueeze", weights, last))
-    _rename_output(b, b("ReduceSum", y, b.const([1]), keepdims=0), "y")
+    pairs = b("Mul", b("Shape", "x", end=1), k)                                                  # [1]: N*k
+    many = b("Greater", pairs, b("Shape", "gate_up_blocks", end=1))                              # N*k > E
+    y = b("If", many, then_branch=_per_expert_form(num_experts, idx, weights, limit, alpha),
+          else_branch=_per_token_form(idx, weights, limit, alpha))
+    _rename_output(b, y, "y")
     return helper.make_function(GPTOSS_DOMAIN, "MoE", MOE_INPUTS, ["y"], b.nodes,
                                 [helper.make_opsetid("", OPSET)], attributes=["top_k", "swiglu_limit", "swiglu_alpha"])
 

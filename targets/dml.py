@@ -1,6 +1,7 @@
 """`dml`: DirectML (onnxruntime-directml, Windows), float16. DirectML has no MoE kernel: the experts run as the
-portable graph's sparse MoE in standard ops (each token gathers only its top-k experts' packed MXFP4 rows, unpacks
-them with BitwiseAnd / BitShift and a lookup, and multiplies; no expert is ever densified). Attention stays in
+portable graph's sparse MoE in standard ops (a decode step gathers only its top-k experts' packed MXFP4 rows; a
+prefill chunk runs each expert once over the tokens that chose it; rows are unpacked with BitwiseAnd / BitShift and
+a lookup; no expert is ever densified). Attention stays in
 standard ops too (sinks as an extra softmax column); RMSNormalization becomes SimplifiedLayerNormalization, which
 DirectML has. The same graph in float32 runs on the CPU provider in CI."""
 

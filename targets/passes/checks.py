@@ -16,12 +16,24 @@ _RESOLVED_BY_ORT = {"Constant": None, "CastLike": "Cast"}
 
 
 def graph_ops(graph: Graph) -> set[str]:
-    """Every op the graph runs: its nodes', with the gptoss functions it keeps replaced by their bodies' ops."""
-    ops = {op for op in graph.ops() if not op.startswith(f"{GPTOSS_DOMAIN}.")}
+    """Every op the graph runs: its nodes', with the gptoss functions it keeps replaced by their bodies' ops, and the
+    ops inside every subgraph (an If's branches) too."""
+    ops = {op for op in nodes_ops(graph.nodes) if not op.startswith(f"{GPTOSS_DOMAIN}.")}
     for fn in graph.functions.values():
-        ops |= {f"{n.domain}.{n.op_type}" if n.domain else n.op_type for n in fn.node}
+        ops |= nodes_ops(fn.node)
     ops = {_RESOLVED_BY_ORT.get(op, op) for op in ops}
     return ops - {None}
+
+
+def nodes_ops(nodes) -> set[str]:
+    """The ops of `nodes` (NodeProtos) as `domain.Op`, descending into their subgraph attributes."""
+    ops = set()
+    for n in nodes:
+        ops.add(f"{n.domain}.{n.op_type}" if n.domain else n.op_type)
+        for a in n.attribute:
+            for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                ops |= nodes_ops(sub.node)
+    return ops
 
 
 def check_lowered(graph: Graph, target: Target) -> None:

@@ -84,6 +84,17 @@ def test_last_logits_bundle_returns_one_position(bundles, tokens, reference):
     assert max_diff(logits[0], reference[-1]) <= 1e-3
 
 
+def test_the_two_moe_forms_agree(bundles):
+    """One token per call takes the per-token form (k pairs <= E), a whole prompt the per-expert one: same logits up
+    to the order of the fp32 sums."""
+    from gptoss.runtime import Model
+
+    prompt = list(range(1000, 1043))
+    one_by_one = Model.load(bundles["portable-hf"], prefill_chunk=1).logits(prompt)
+    at_once = Model.load(bundles["portable-hf"], prefill_chunk=64).logits(prompt)
+    np.testing.assert_allclose(at_once, one_by_one, rtol=0, atol=1e-5 * np.abs(one_by_one).max())
+
+
 def test_portable_graph_passes_the_full_checker(bundles):
     model = onnx.load(str(bundles["portable-hf"] / "model.onnx"), load_external_data=False)
     assert dict((p.key, p.value) for p in model.metadata_props) == {"max_positions": "4096"}
@@ -93,12 +104,21 @@ def test_portable_graph_passes_the_full_checker(bundles):
 
 
 def test_expert_selection_is_sparse_in_every_form(bundles):
-    """The portable MoE body gathers the top-k experts' packed rows; the CPU form is QMoE with uint8 weights."""
+    """The portable MoE body has two sparse forms under one If (N*k > E): per token, the top-k experts' packed rows
+    gathered by TopK's indices; per expert, each expert's rows gathered once, by its own index, and run over only the
+    rows NonZero picks. The CPU form is QMoE with uint8 weights."""
     portable = onnx.load(str(bundles["portable-hf"] / "model.onnx"), load_external_data=False)
     moe = next(f for f in portable.functions if f.name == "MoE")
     topk = next(n for n in moe.node if n.op_type == "TopK")
-    gathers = [n for n in moe.node if n.op_type == "Gather" and n.input[1] == topk.output[1]]
+    branch = next(n for n in moe.node if n.op_type == "If")
+    forms = {a.name: a.g for a in branch.attribute}
+    per_token, per_expert = forms["else_branch"].node, forms["then_branch"].node
+    gathers = [n for n in per_token if n.op_type == "Gather" and n.input[1] == topk.output[1]]
     assert {n.input[0] for n in gathers} >= {"gate_up_blocks", "gate_up_scales", "down_blocks", "down_scales"}
+    experts = preset("tiny").num_experts
+    by_expert = [n for n in per_expert if n.op_type == "Gather" and n.input[0] == "gate_up_blocks"]
+    assert len(by_expert) == experts and len({n.input[1] for n in by_expert}) == experts
+    assert sum(n.op_type == "NonZero" for n in per_expert) == experts
     lowered = onnx.load(str(bundles["cpu-int8"] / "model.onnx"), load_external_data=False)
     qmoe = [n for n in lowered.graph.node if n.op_type == "QMoE"]
     assert len(qmoe) == preset("tiny").num_hidden_layers
