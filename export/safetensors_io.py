@@ -6,6 +6,8 @@ File format (https://github.com/huggingface/safetensors):
     header = {"__metadata__": {str: str}, key: {"dtype": "BF16", "shape": [..], "data_offsets": [begin, end]}, ...}
 
 Offsets are relative to the start of the data region. Tensors are C-contiguous and little-endian.
+The reader holds files to the spec's rules: no key twice in the header, and tensors that tile the data region
+exactly (no overlap, no hole between tensors, nothing after the last one).
 The reader returns read-only `np.memmap` views: nothing is read until a tensor's bytes are touched.
 The writer knows every (key, shape, dtype) up front, writes the header first and then streams the
 tensors in order, so its peak memory is one tensor (or one chunk of rows of one).
@@ -132,8 +134,10 @@ def _parse_header(path: Path) -> tuple[dict[str, str], dict[str, TensorInfo]]:
         raise CheckpointError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise CheckpointError(f"{path}: is a folder, not a safetensors file") from None
+    if not raw.startswith(b"{"):
+        raise CheckpointError(f"{path}: header is not a JSON object (it must begin with '{{')")
     try:
-        header = json.loads(raw)
+        header = json.loads(raw, object_pairs_hook=_unique_keys(path))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: header is not valid JSON ({e})") from None
     if not isinstance(header, dict):
@@ -147,11 +151,40 @@ def _parse_header(path: Path) -> tuple[dict[str, str], dict[str, TensorInfo]]:
     for key, entry in header.items():
         tensors[key] = _parse_entry(path, key, entry, data_start, size)
 
-    spans = sorted((t.begin, t.end, t.key) for t in tensors.values() if t.nbytes)
-    for (_, end_a, key_a), (begin_b, _, key_b) in zip(spans, spans[1:]):
-        if begin_b < end_a:
-            raise CheckpointError(f"{path}: tensors {key_a!r} and {key_b!r} overlap in the file")
+    _check_tiling(path, tensors, data_start, size)
     return metadata, tensors
+
+
+def _unique_keys(path: Path):
+    """A json `object_pairs_hook` refusing a key twice in one object (the spec: "Duplicate keys are disallowed";
+    json.loads would keep the last one silently, another reader the first)."""
+    def pairs_to_dict(pairs: list[tuple[str, object]]) -> dict:
+        out = {}
+        for key, value in pairs:
+            if key in out:
+                raise CheckpointError(f"{path}: the header holds the key {key!r} twice")
+            out[key] = value
+        return out
+    return pairs_to_dict
+
+
+def _check_tiling(path: Path, tensors: dict[str, TensorInfo], data_start: int, size: int) -> None:
+    """The tensors must tile the data region exactly: in offset order each begins where the one before ends, the
+    first at the region's start, the last at the file's end (the spec: "The byte buffer needs to be entirely
+    indexed, and cannot contain holes", which keeps other data, a second file format say, out of the file)."""
+    at, before = data_start, None
+    for t in sorted(tensors.values(), key=lambda t: (t.begin, t.end)):
+        if t.begin < at:
+            raise CheckpointError(f"{path}: tensors {before!r} and {t.key!r} overlap in the file")
+        if t.begin > at:
+            where = f"between tensors {before!r} and {t.key!r}" if before else f"before the first tensor {t.key!r}"
+            raise CheckpointError(f"{path}: {t.begin - at} bytes {where} belong to no tensor (the safetensors "
+                                  f"format allows no holes)")
+        at, before = t.end, t.key
+    if at != size:
+        last = f"the last tensor {before!r}" if before else "the header (the file holds no tensors)"
+        raise CheckpointError(f"{path}: {size - at} trailing bytes after {last} belong to no tensor "
+                              f"(the safetensors format allows no holes)")
 
 
 def _parse_entry(path: Path, key: str, entry, data_start: int, size: int) -> TensorInfo:
