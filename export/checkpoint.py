@@ -198,7 +198,10 @@ def _read_config(path: Path) -> dict:
 
 
 def _files_from_index(root: Path) -> dict[Path, list[str]]:
-    """Shard file -> the keys the index puts in it; refuses entries pointing outside `root`."""
+    """Shard file -> the keys the index puts in it.
+
+    An entry's file NAME must stay inside `root` (relative, no `..`); the file it names may be a symlink to
+    anywhere, as every file of a Hugging Face cache snapshot is (snapshots/REV/NAME -> ../../blobs/HASH)."""
     index_path = root / HF_INDEX
     index = load_json(index_path)
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
@@ -209,10 +212,9 @@ def _files_from_index(root: Path) -> dict[Path, list[str]]:
         if not isinstance(fname, str) or not fname:
             raise CheckpointError(f"{index_path}: entry {key!r}: file name {fname!r} is not a string")
         rel = Path(fname)
-        file = (root / rel).resolve()
-        if rel.is_absolute() or ".." in rel.parts or not file.is_relative_to(root.resolve()):
+        if rel.is_absolute() or rel.drive or ".." in rel.parts or "\\" in fname:
             raise CheckpointError(f"{index_path}: entry {key!r} points outside the checkpoint folder: {fname!r}")
-        if not file.is_file():
+        if not (root / rel).is_file():
             raise CheckpointError(f"{index_path}: entry {key!r}: file {fname!r} not found")
         files.setdefault(root / rel, []).append(key)
     return files

@@ -276,3 +276,46 @@ def test_tokenizer_path(tmp_path, small_hf):
     assert not ckpt.has_tokenizer and ckpt.tokenizer_path is None
     (small_hf / "tokenizer.json").write_text("{}")
     assert Checkpoint.open(small_hf).tokenizer_path == small_hf / "tokenizer.json"
+
+
+def hf_cache_snapshot(checkpoint, cache, repo="openai/gpt-oss-tiny", revision="0123abcd"):
+    """`checkpoint` laid out as the Hugging Face cache stores it: every file of snapshots/REV/ a relative symlink
+    into blobs/, named by its sha256 (huggingface_hub's layout)."""
+    import hashlib
+    import os
+
+    repo_dir = cache / f"models--{repo.replace('/', '--')}"
+    snapshot, blobs = repo_dir / "snapshots" / revision, repo_dir / "blobs"
+    blobs.mkdir(parents=True)
+    for src in sorted(p for p in checkpoint.rglob("*") if p.is_file()):
+        blob = blobs / hashlib.sha256(src.read_bytes()).hexdigest()
+        shutil.copyfile(src, blob)
+        link = snapshot / src.relative_to(checkpoint)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(revision)
+    return snapshot
+
+
+def test_hf_cache_snapshot_opens_through_its_symlinks(tmp_path):
+    """Issue 11: the index check refused a cache snapshot's shards, which are symlinks into ../../blobs/."""
+    sharded = write_synthetic(tmp_path / "sharded", SMALL, layout="hf", seed=3, max_shard_bytes=100_000)
+    snapshot = hf_cache_snapshot(sharded, tmp_path / "hub")
+    shard = snapshot / "model-00001-of-00004.safetensors"
+    assert shard.is_symlink() and "blobs" in str(shard.resolve())
+    ckpt = Checkpoint.open(snapshot)
+    want = Checkpoint.open(sharded)
+    assert len(ckpt.files) > 2 and ckpt.config == want.config
+    for name in want.canonical_names():
+        assert np.array_equal(bits(ckpt.read(name)), bits(want.read(name))), name
+
+
+@pytest.mark.parametrize("name", ["sub/../model-00001-of-00004.safetensors", "..\\model-00001-of-00004.safetensors"])
+def test_index_names_stay_plain_even_when_they_resolve_inside(tmp_path, name):
+    ck = write_synthetic(tmp_path / "sharded", SMALL, layout="hf", max_shard_bytes=100_000)
+    (ck / "sub").mkdir()
+    index = json.loads((ck / "model.safetensors.index.json").read_text())
+    index["weight_map"]["model.norm.weight"] = name
+    (ck / "model.safetensors.index.json").write_text(json.dumps(index))
+    assert "points outside the checkpoint folder" in open_error(ck)
