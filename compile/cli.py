@@ -67,38 +67,46 @@ def _parse_quant(values: tuple[str, ...]) -> dict[str, str]:
 
 
 @main.command()
-@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("checkpoint")
 @click.option("-o", "--output", "out", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="Bundle folder to write.")
+@click.option("--revision", default=None, help="Of a Hugging Face repo id: the branch, tag or commit (default: main).")
 @click.option("--target", default="cpu", show_default=True, help="Target (see `gptoss-export targets`).")
 @click.option("--quant", multiple=True, metavar="PART=SCHEME",
               help="Weight scheme of one part (experts, attention, router, embedding, unembedding); repeatable.")
 @click.option("--logits", type=click.Choice(["selectable", "all", "last"]), default=None,
               help="Which positions get logits: chosen per call by the runtime (default on dynamic targets), every "
                    "one (static targets), or the last.")
-@click.option("--layout", type=click.Choice(LAYOUTS), default=None, help="Force the checkpoint layout.")
+@click.option("--layout", type=click.Choice(LAYOUTS), default=None,
+              help="Force the checkpoint layout; 'original' takes OpenAI's original/ subfolder.")
 @click.option("--aot", is_flag=True, help="Also compile the graphs ahead of time with the target's execution "
                                          "provider (EP context models; e.g. qnn), so a device loads them as they are.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists and is not empty.")
-def export(checkpoint: Path, out: Path, target: str, quant: tuple[str, ...], logits: str | None, layout: str | None,
-           aot: bool, force: bool) -> None:
-    """Compile a gpt-oss CHECKPOINT into a self-contained bundle for one target."""
+def export(checkpoint: str, out: Path, revision: str | None, target: str, quant: tuple[str, ...],
+           logits: str | None, layout: str | None, aot: bool, force: bool) -> None:
+    """Compile a gpt-oss CHECKPOINT into a self-contained bundle for one target.
+
+    CHECKPOINT is a folder, or a Hugging Face repo id (openai/gpt-oss-20b) already in the local Hugging Face
+    cache (HF_HUB_CACHE or HF_HOME): nothing is downloaded."""
     from .pipeline import export_bundle
 
     export_bundle(checkpoint, out, target=target, quant=_parse_quant(quant), logits=logits, layout=layout,
-                  force=force, progress=True, aot=aot)
+                  force=force, progress=True, aot=aot, revision=revision)
 
 
 @main.command()
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-def inspect(path: Path, as_json: bool) -> None:
-    """Show what a bundle or checkpoint holds: config, ops, parts and sizes, target."""
+def inspect(path: str, as_json: bool) -> None:
+    """Show what a bundle or checkpoint holds: config, ops, parts and sizes, target. PATH is a folder, or a
+    Hugging Face repo id in the local cache."""
     import json
+
+    from gptoss.export.hub import resolve_checkpoint
 
     from .inspect import describe, format_report
 
-    info = describe(path)
+    info = describe(resolve_checkpoint(path))
     click.echo(json.dumps(info, indent=2) if as_json else format_report(info))
 
 

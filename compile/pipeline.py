@@ -28,6 +28,7 @@ from gptoss.export.checkpoint import Checkpoint, mxfp4_reader
 from gptoss.export.config import ModelConfig
 from gptoss.export.errors import ExportError
 from gptoss.export.graph import build_portable_graph
+from gptoss.export.hub import resolve_checkpoint
 from gptoss.ir.graph import Graph
 from gptoss.targets.base import LoweringContext, Target
 from gptoss.targets.passes.checks import check_lowered
@@ -88,6 +89,11 @@ def plan(target: str | Target, quant: dict[str, str] | None, logits: str | None,
 def read(checkpoint_dir: str | Path, layout: str | None) -> Source:
     ckpt = Checkpoint.open(checkpoint_dir, layout=layout)
     return Source(ckpt, mxfp4_reader(ckpt), ckpt.config)
+
+
+def _named(checkpoint: str | Path, folder: Path) -> str:
+    """What stage 1 prints: the folder, and the repo id it was found for when it came from the Hugging Face cache."""
+    return str(folder) if Path(checkpoint) == folder else f"{checkpoint} (Hugging Face cache: {folder})"
 
 
 def portable(source: Source, p: Plan) -> Portable:
@@ -194,15 +200,19 @@ def manifest(p: Plan, source: Source, lowered: Lowered, written: Written, tokeni
 
 def export_bundle(checkpoint_dir: str | Path, out_dir: str | Path, target: str | Target = "cpu",
                   quant: dict[str, str] | None = None, logits: str | None = None, force: bool = False,
-                  layout: str | None = None, progress: bool = False, aot: bool = False) -> Path:
+                  layout: str | None = None, progress: bool = False, aot: bool = False,
+                  revision: str | None = None) -> Path:
     """Export a gpt-oss checkpoint into a self-contained bundle for one target. Returns the bundle path.
 
+    checkpoint_dir: a folder, or a Hugging Face repo id found in the local cache (export/hub.py; `revision`:
+    its branch, tag or commit, default main); layout "original" takes its original/ subfolder.
     logits: "selectable" (default on dynamic targets), "all" or "last"; static targets return "all".
     aot: also compile the graphs ahead of time with the target's provider (targets with an AOT step)."""
     log, out_dir, t0 = Log(progress), Path(out_dir), time.time()
     p = plan(target, quant, logits, aot)
-    log.stage(1, "validate", str(checkpoint_dir))
-    source = read(checkpoint_dir, layout)
+    folder = resolve_checkpoint(checkpoint_dir, revision)
+    log.stage(1, "validate", _named(checkpoint_dir, folder))
+    source = read(folder, layout)
     with staged_folder(out_dir, force) as tmp:
         log.stage(2, "tokenizer", "o200k_harmony, offline")
         tokenizer = write_tokenizer(tmp, source.checkpoint)
