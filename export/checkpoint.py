@@ -7,8 +7,10 @@
 
 `open` reads config.json and the safetensors headers, never tensor data, and checks everything the
 headers can tell: every expected tensor present, none extra, shapes and dtypes as config.json says,
-MXFP4 blocks and scales consistent, files not truncated. Any problem is a `CheckpointError` naming the
-file and the tensor.
+MXFP4 blocks and scales consistent, files not truncated. `read` checks what only the data can tell, on the
+tensor it is about to hand out (so while an export streams, with no pass of its own over the checkpoint):
+no NaN or infinity in a float tensor, no NaN scale byte. Any problem is a `CheckpointError` naming the file
+and the tensor.
 """
 
 from __future__ import annotations
@@ -30,6 +32,17 @@ TOKENIZER = "tokenizer.json"
 # original/dtypes.json names -> the safetensors dtype they are stored as.
 _ORIGINAL_DTYPES = {"BF16": "BF16", "FP4": "U8", "UE8": "U8", "U8": "U8"}
 _MAX_LISTED = 8
+# safetensors float dtype -> (unsigned integer of its width, exponent mask, masked bits of NaN and infinity).
+# Testing bits is exact for every float format and needs no float temporaries.
+_NON_FINITE_BITS: dict[str, tuple[type, int, int]] = {
+    "BF16": (np.uint16, 0x7F80, 0x7F80),
+    "F16": (np.uint16, 0x7C00, 0x7C00),
+    "F32": (np.uint32, 0x7F80_0000, 0x7F80_0000),
+    "F64": (np.uint64, 0x7FF0_0000_0000_0000, 0x7FF0_0000_0000_0000),
+    "F8_E4M3": (np.uint8, 0x7F, 0x7F),          # e4m3fn has no infinity; S.1111.111 is NaN
+    "F8_E5M2": (np.uint8, 0x7C, 0x7C),
+}
+_FINITE_CHUNK = 1 << 22                          # elements tested at a time: 8 MB of bf16, a few MB of temporaries
 
 
 def _listing(names: list[str]) -> str:
@@ -55,6 +68,7 @@ class Checkpoint:
         self._tensors = tensors           # file key -> where it is
         self._where = where               # the file (or index) to name when a tensor is missing
         self._sources = {src.canonical: src for src in sources(config, layout)}
+        self._finite: set[str] = set()    # file keys whose values were found finite
         validate(self)
 
     # -------------------------------------------------------------------- opening
@@ -162,7 +176,7 @@ class Checkpoint:
         q/k/v are concatenated (a copy); dense experts are a transposed, non-contiguous view.
         """
         src = self.source(name)
-        arrays = [self._tensors[ft.key].file.get(ft.key) for ft in src.keys]
+        arrays = [self._get_finite(ft.key) for ft in src.keys]
         if src.combine == "concat0":
             out = np.concatenate(arrays, axis=0)
             out.flags.writeable = False
@@ -173,6 +187,15 @@ class Checkpoint:
         if name.endswith(".scales"):
             _check_scales(out, self._tensors[src.keys[0].key], src.keys[0].key)
         return out
+
+    def _get_finite(self, key: str) -> np.ndarray:
+        """File tensor `key`, refused if it holds NaN or infinity (checked once per key, chunk by chunk)."""
+        loc = self._tensors[key]
+        array = loc.file.get(key)
+        if key not in self._finite and loc.info.dtype in _NON_FINITE_BITS:
+            _check_finite(array, loc, key)
+            self._finite.add(key)
+        return array
 
     def read_torch(self, name: str, dtype=None):
         """`read(name)` as a (copied, contiguous) torch tensor, optionally cast to `dtype`."""
@@ -279,6 +302,20 @@ def _check_scales(scales: np.ndarray, loc: _Located, key: str) -> None:
         where = tuple(int(i) for i in np.unravel_index(bad[0], scales.shape))
         raise CheckpointError(f"{loc.file.path}: tensor {key!r}: {bad.size} scale bytes are 255 (NaN in the "
                               f"OCP MX spec), first at index {list(where)}")
+
+
+def _check_finite(array: np.ndarray, loc: _Located, key: str) -> None:
+    uint, mask, bits = _NON_FINITE_BITS[loc.info.dtype]
+    flat = array.reshape(-1).view(uint)
+    for start in range(0, flat.size, _FINITE_CHUNK):
+        bad = (flat[start:start + _FINITE_CHUNK] & uint(mask)) == uint(bits)
+        if bad.any():
+            at = start + int(np.argmax(bad))
+            where = [int(i) for i in np.unravel_index(at, array.shape)]
+            value = float(array.reshape(-1)[at])
+            kind = "NaN" if value != value else "-infinity" if value < 0 else "infinity"
+            raise CheckpointError(f"{loc.file.path}: tensor {key!r} holds {kind} at index {where} (a model with it "
+                                  f"computes NaN logits); the file is damaged or was saved from a diverged run")
 
 
 def _check_dtypes_json(path: Path, tensors: dict[str, _Located]) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,30 @@ from .errors import CheckpointError
 
 SLIDING = "sliding_attention"
 FULL = "full_attention"
+
+# The range of each integer field. The upper ends lie far past any published gpt-oss (20b and 120b: 24 and 36
+# layers, 32 and 128 experts, 2880 wide, 201088 tokens, 131072 positions) and stop an absurd config
+# (num_hidden_layers=1e9) before anything is built for it: layer_types alone would be a billion entries.
+INT_BOUNDS: dict[str, tuple[int, int]] = {
+    "num_hidden_layers": (1, 1024),
+    "num_experts": (1, 4096),
+    "experts_per_token": (1, 4096),
+    "vocab_size": (1, 1 << 21),
+    "hidden_size": (1, 1 << 16),
+    "intermediate_size": (1, 1 << 16),
+    "head_dim": (1, 1024),
+    "num_attention_heads": (1, 1024),
+    "num_key_value_heads": (1, 1024),
+    "sliding_window": (0, 1 << 22),
+    "initial_context_length": (1, 1 << 22),
+    "max_position_embeddings": (2, 1 << 22),     # 1 position can hold the prompt's token but never a next one
+    "eos_token_id": (0, (1 << 31) - 1),
+    "pad_token_id": (0, (1 << 31) - 1),
+}
+# Float fields: each must be a finite number above zero (a NaN rope_theta, or rms_norm_eps <= 0, makes every
+# logit NaN or infinite).
+POSITIVE_FLOATS = ("swiglu_limit", "rope_theta", "rope_scaling_factor", "rope_ntk_alpha", "rope_ntk_beta",
+                   "rms_norm_eps")
 
 
 @dataclass(frozen=True)
@@ -45,19 +71,18 @@ class ModelConfig:
     pad_token_id: int = 199999
 
     def __post_init__(self) -> None:
+        _raise_if(_scalar_problems(self))    # first: layer_types below is as long as num_hidden_layers says
         if not self.layer_types:
             object.__setattr__(self, "layer_types", default_layer_types(self.num_hidden_layers))
+        if isinstance(self.layer_types, str) or not isinstance(self.layer_types, (list, tuple)):
+            _raise_if([f"layer_types must be a list of strings, got {self.layer_types!r}"])
         object.__setattr__(self, "layer_types", tuple(self.layer_types))
         self.validate()
 
     # ----------------------------------------------------------------- checks
     def validate(self) -> None:
-        problems = []
-        positive = ["num_hidden_layers", "num_experts", "experts_per_token", "vocab_size", "hidden_size",
-                    "intermediate_size", "head_dim", "num_attention_heads", "num_key_value_heads"]
-        for name in positive:
-            if int(getattr(self, name)) <= 0:
-                problems.append(f"{name} must be positive, got {getattr(self, name)}")
+        problems = _scalar_problems(self)
+        _raise_if(problems)                  # the checks below compare fields, which must be numbers first
         if self.experts_per_token > self.num_experts:
             problems.append(f"experts_per_token ({self.experts_per_token}) > num_experts ({self.num_experts})")
         if self.num_key_value_heads and self.num_attention_heads % self.num_key_value_heads:
@@ -75,8 +100,7 @@ class ModelConfig:
             problems.append(f"unknown layer_types {bad}; known: {[SLIDING, FULL]}")
         if self.sliding_window <= 0 and SLIDING in self.layer_types:
             problems.append(f"sliding_window must be positive, got {self.sliding_window}")
-        if problems:
-            raise CheckpointError("invalid model config: " + "; ".join(problems))
+        _raise_if(problems)
 
     # ----------------------------------------------------------- derived facts
     @property
@@ -187,38 +211,43 @@ class ModelConfig:
 
     @classmethod
     def from_hf(cls, d: dict, source: str = "config.json") -> "ModelConfig":
+        """Integer fields are taken as written (an integral float such as 1e9 as its integer), so that `validate`
+        names a bad one; layer_types defaults in __post_init__, after the sizes were checked."""
+        rope = d.get("rope_scaling") or d.get("rope_parameters") or {}
+        if not isinstance(rope, dict):
+            raise CheckpointError(f"{source}: rope_scaling is not a JSON object: {rope!r}")
         try:
-            rope = d.get("rope_scaling") or d.get("rope_parameters") or {}
             factor = float(rope.get("factor", 1.0)) if rope.get("rope_type", rope.get("type")) == "yarn" else 1.0
-            n_layers = int(d["num_hidden_layers"])
             return cls(
-                num_hidden_layers=n_layers,
-                num_experts=int(d["num_local_experts"]),
-                experts_per_token=int(d.get("num_experts_per_tok", d.get("experts_per_token"))),
-                vocab_size=int(d["vocab_size"]),
-                hidden_size=int(d["hidden_size"]),
-                intermediate_size=int(d["intermediate_size"]),
+                num_hidden_layers=_integer(d["num_hidden_layers"]),
+                num_experts=_integer(d["num_local_experts"]),
+                experts_per_token=_integer(d.get("num_experts_per_tok", d.get("experts_per_token"))),
+                vocab_size=_integer(d["vocab_size"]),
+                hidden_size=_integer(d["hidden_size"]),
+                intermediate_size=_integer(d["intermediate_size"]),
                 swiglu_limit=float(d.get("swiglu_limit", 7.0)),
-                head_dim=int(d.get("head_dim", d["hidden_size"] // d["num_attention_heads"])),
-                num_attention_heads=int(d["num_attention_heads"]),
-                num_key_value_heads=int(d["num_key_value_heads"]),
-                sliding_window=int(d.get("sliding_window") or 0),
-                initial_context_length=int(rope.get("original_max_position_embeddings",
-                                                    d.get("initial_context_length", 4096))),
+                head_dim=_integer(d["head_dim"] if "head_dim" in d else d["hidden_size"] // d["num_attention_heads"]),
+                num_attention_heads=_integer(d["num_attention_heads"]),
+                num_key_value_heads=_integer(d["num_key_value_heads"]),
+                sliding_window=_integer(d.get("sliding_window") or 0),
+                initial_context_length=_integer(rope.get("original_max_position_embeddings",
+                                                         d.get("initial_context_length", 4096))),
                 rope_theta=float(d.get("rope_theta", rope.get("rope_theta", 150000.0))),
                 rope_scaling_factor=factor,
                 rope_ntk_alpha=float(rope.get("beta_slow", 1.0)),
                 rope_ntk_beta=float(rope.get("beta_fast", 32.0)),
                 rms_norm_eps=float(d.get("rms_norm_eps", 1e-5)),
-                layer_types=tuple(d.get("layer_types") or default_layer_types(n_layers)),
-                max_position_embeddings=int(d.get("max_position_embeddings", 131072)),
+                layer_types=d.get("layer_types") or (),
+                max_position_embeddings=_integer(d.get("max_position_embeddings", 131072)),
                 eos_token_id=_first_id(d.get("eos_token_id", 200002)),
-                pad_token_id=int(d.get("pad_token_id") if d.get("pad_token_id") is not None else 199999),
+                pad_token_id=_integer(d.get("pad_token_id") if d.get("pad_token_id") is not None else 199999),
             )
         except KeyError as e:
             raise CheckpointError(f"{source}: missing field {e.args[0]!r}") from None
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, ArithmeticError, IndexError) as e:
             raise CheckpointError(f"{source}: malformed field: {e}") from None
+        except CheckpointError as e:
+            raise CheckpointError(f"{source}: {e}") from None
 
     @classmethod
     def from_original(cls, d: dict, source: str = "original/config.json") -> "ModelConfig":
@@ -228,19 +257,66 @@ class ModelConfig:
         except KeyError as e:
             raise CheckpointError(f"{source}: missing field {e.args[0]!r}") from None
         try:
-            return cls(**kwargs)
-        except (TypeError, ValueError) as e:
+            return cls(**{k: _integer(v) if k in INT_BOUNDS else v for k, v in kwargs.items()})
+        except (TypeError, ValueError, ArithmeticError) as e:
             raise CheckpointError(f"{source}: malformed field: {e}") from None
+        except CheckpointError as e:
+            raise CheckpointError(f"{source}: {e}") from None
 
 
-def _first_id(value) -> int:
-    return int(value[0] if isinstance(value, (list, tuple)) else value)
+def _integer(value):
+    """A JSON integer as is; a float with an integral value (1e9, 2880.0) as its int; anything else as is, for
+    `_scalar_problems` to name."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _first_id(value):
+    return _integer(value[0] if isinstance(value, (list, tuple)) and value else value)
+
+
+def _scalar_problems(cfg: "ModelConfig") -> list[str]:
+    """Every integer field an integer within INT_BOUNDS; every float field finite and positive."""
+    problems = []
+    for name, (low, high) in INT_BOUNDS.items():
+        value = getattr(cfg, name)
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+            problems.append(f"{name} must be an integer, got {value!r}")
+        elif not low <= value <= high:
+            problems.append(f"{name} must be in [{low}, {high}], got {value}")
+    for name in POSITIVE_FLOATS:
+        value = getattr(cfg, name)
+        if (not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value)
+                or value <= 0):
+            problems.append(f"{name} must be a finite number > 0, got {value!r}")
+    return problems
+
+
+def _raise_if(problems: list[str]) -> None:
+    if problems:
+        raise CheckpointError("invalid model config: " + "; ".join(problems))
 
 
 def default_layer_types(num_layers: int) -> tuple[str, ...]:
     """Sliding window on even layers, full attention on odd layers (as in OpenAI's reference)."""
     return tuple(SLIDING if i % 2 == 0 else FULL for i in range(num_layers))
 
+
+# `gptoss-export synth` dimension flag -> ModelConfig field (here, not in synth.py, so the command line knows its
+# options without the exporter's extra installed).
+DIMENSIONS: dict[str, str] = {
+    "layers": "num_hidden_layers",
+    "hidden": "hidden_size",
+    "intermediate": "intermediate_size",
+    "experts": "num_experts",
+    "top_k": "experts_per_token",
+    "heads": "num_attention_heads",
+    "kv_heads": "num_key_value_heads",
+    "head_dim": "head_dim",
+    "window": "sliding_window",
+    "vocab": "vocab_size",
+}
 
 PRESETS: dict[str, ModelConfig] = {
     "20b": ModelConfig(),

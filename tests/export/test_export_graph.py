@@ -201,14 +201,14 @@ def test_invalid_checkpoint_stops_before_any_output(tiny_hf, tmp_path):
     assert not list(tmp_path.glob(".b.tmp-*"))
 
 
-def test_a_tensor_the_quantizer_refuses_is_a_quantization_error_naming_it(tiny_hf, tmp_path):
-    """Packing happens while the weights stream out: its errors still say what could not be packed, not where."""
+def test_nan_in_a_tensor_to_quantize_is_refused_naming_file_and_tensor(tiny_hf, tmp_path):
+    """The weights stream out while they are packed; a NaN is caught as the checkpoint hands the tensor over (before
+    the quantizer, whose own NonFiniteWeightError tests/quant covers), naming the file and the file's key."""
     import shutil
 
     import ml_dtypes
 
     from gptoss.export.safetensors_io import SafetensorsFile
-    from gptoss.quant.errors import NonFiniteWeightError
     from helpers import rewrite_safetensors
 
     broken = tmp_path / "nan"
@@ -217,7 +217,7 @@ def test_a_tensor_the_quantizer_refuses_is_a_quantization_error_naming_it(tiny_h
     w = np.array(SafetensorsFile(broken / "model.safetensors").get(key)).astype(np.float32)
     w[3, 5] = np.nan
     rewrite_safetensors(broken / "model.safetensors", put={key: w.astype(ml_dtypes.bfloat16)})
-    with pytest.raises(NonFiniteWeightError, match="layers.0.qkv.weight: holds NaN"):
+    with pytest.raises(CheckpointError, match=rf"nan/model.safetensors: tensor '{key}' holds NaN at index \[3, 5\]"):
         export_bundle(broken, tmp_path / "b", target="cpu")
     assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".b.*"))
 
