@@ -1,7 +1,9 @@
 """`gptoss-export`: the compiler's command line. Each command turns its arguments into one library call.
 
 Add a command with `@main.command()`; errors our code raises on purpose (`GptOssError`) print as one
-`Error: ...` line and exit with status 2, without a traceback.
+`Error: ...` line and exit with status 2, without a traceback. So does a command run without the optional
+dependencies it needs (the `[export]` extra): the line says what to install. This module itself imports only
+click and the exporter's light modules, so `--help` works without them; commands import the rest when they run.
 """
 
 from __future__ import annotations
@@ -11,13 +13,24 @@ from pathlib import Path
 import click
 
 from gptoss.errors import GptOssError
-from gptoss.export.config import PRESETS
+from gptoss.export.config import DIMENSIONS, PRESETS
 from gptoss.export.layout import LAYOUTS
-from gptoss.export.synth import DIMENSIONS, synth_config, write_synthetic
+
+# Top-level module -> the extra of pyproject.toml that installs it (a test keeps this in step with the extra).
+EXTRA_OF_MODULE = {"torch": "export", "onnx": "export", "ml_dtypes": "export", "huggingface_hub": "export"}
 
 
 class _UserError(click.ClickException):
     exit_code = 2
+
+
+def _missing_extra(e: ModuleNotFoundError) -> _UserError | None:
+    module = (e.name or "").partition(".")[0]
+    extra = EXTRA_OF_MODULE.get(module)
+    if extra is None:
+        return None
+    return _UserError(f"this command needs {module}, which is not installed: it comes with the exporter's extra, "
+                      f"pip install 'gptoss[{extra}]' (from a clone: pip install -e '.[{extra}]')")
 
 
 class _Group(click.Group):
@@ -26,6 +39,11 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except GptOssError as e:
             raise _UserError(str(e)) from None
+        except ModuleNotFoundError as e:
+            friendly = _missing_extra(e)
+            if friendly is None:
+                raise
+            raise friendly from None
 
 
 @click.group(cls=_Group)
@@ -34,7 +52,7 @@ def main() -> None:
 
 
 def _dimension_options(f):
-    """One `--FLAG N` option per model dimension (synth.DIMENSIONS), default: the preset's."""
+    """One `--FLAG N` option per model dimension (config.DIMENSIONS), default: the preset's."""
     for flag, field in reversed(DIMENSIONS.items()):
         f = click.option(f"--{flag.replace('_', '-')}", flag, type=click.IntRange(min=1), default=None,
                          help=f"Override {field}.")(f)
@@ -52,6 +70,8 @@ def _dimension_options(f):
 @_dimension_options
 def synth(out: Path, preset_name: str, layout: str, seed: int, force: bool, **dims: int | None) -> None:
     """Write a synthetic (random, deterministic) gpt-oss checkpoint to OUT."""
+    from gptoss.export.synth import synth_config, write_synthetic
+
     write_synthetic(out, synth_config(preset_name, **dims), layout=layout, seed=seed, force=force, progress=True)
     click.echo(str(out))
 

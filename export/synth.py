@@ -29,25 +29,11 @@ from tqdm import tqdm
 
 from gptoss.quant.mxfp4 import decode_mxfp4
 
-from .config import ModelConfig, preset
+from .config import DIMENSIONS, ModelConfig, preset
 from .errors import ExportError
 from .layout import LAYOUTS, FileTensor, canonical_specs, sources
 from .safetensors_io import SafetensorsWriter
 from .tokenizer_files import write_checkpoint_tokenizer_files
-
-# CLI dimension flag -> ModelConfig field.
-DIMENSIONS: dict[str, str] = {
-    "layers": "num_hidden_layers",
-    "hidden": "hidden_size",
-    "intermediate": "intermediate_size",
-    "experts": "num_experts",
-    "top_k": "experts_per_token",
-    "heads": "num_attention_heads",
-    "kv_heads": "num_key_value_heads",
-    "head_dim": "head_dim",
-    "window": "sliding_window",
-    "vocab": "vocab_size",
-}
 
 # As published with openai/gpt-oss-20b.
 GENERATION_CONFIG = {
