@@ -130,12 +130,23 @@ def inspect(path: str, as_json: bool) -> None:
     click.echo(json.dumps(info, indent=2) if as_json else format_report(info))
 
 
+TARGET_COLUMNS = ("target", "execution provider", "package", "shapes", "kv cache", "default schemes")
+
+
 @main.command()
 def targets() -> None:
-    """List the targets: name, execution provider, shapes, KV dtype, default schemes."""
+    """List the targets: name, execution provider and the package that brings it, shapes, KV cache dtype, default
+    schemes, each with its description below."""
     from gptoss.targets.registry import TARGETS
 
-    for t in TARGETS.values():
-        schemes = ", ".join(f"{part}={scheme}" for part, scheme in t.quant.items())
-        click.echo(f"{t.name:<10} {t.provider.name:<28} {t.shapes.kind:<8} kv {t.kv_dtype:<8} {schemes}")
-        click.echo(f"{'':<10} {t.description}")
+    rows = [(t.name, t.provider.name, t.provider.package, t.shapes.kind, t.kv_dtype,
+             ", ".join(f"{part}={scheme}" for part, scheme in t.quant.items())) for t in TARGETS.values()]
+    widths = [max(len(row[i]) for row in [TARGET_COLUMNS, *rows]) for i in range(len(TARGET_COLUMNS) - 1)]
+
+    def line(cells) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths)) + "  " + cells[-1]
+
+    click.echo(line(TARGET_COLUMNS))
+    for t, row in zip(TARGETS.values(), rows):
+        click.echo(line(row))
+        click.echo(" " * (widths[0] + 2) + t.description)

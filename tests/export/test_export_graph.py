@@ -261,10 +261,18 @@ def test_cli_export_and_inspect(tiny_hf, tmp_path):
 def test_cli_lists_the_targets():
     result = CliRunner().invoke(main, ["targets"])
     assert result.exit_code == 0
-    rows = [line.split()[:2] for line in result.output.splitlines() if line and not line.startswith(" ")]
+    header, *lines = result.output.splitlines()
+    assert header.split() == ["target", "execution", "provider", "package", "shapes", "kv", "cache", "default",
+                              "schemes"]
+    rows = [line.split()[:5] for line in lines if not line.startswith(" ")]
+    descriptions = [line.strip() for line in lines if line.startswith(" ")]
     from gptoss.targets.registry import TARGETS
 
-    assert rows == [[t.name, t.provider.name] for t in TARGETS.values()] and len(rows) >= 7
+    assert rows == [[t.name, t.provider.name, t.provider.package, t.shapes.kind, t.kv_dtype]
+                    for t in TARGETS.values()] and len(rows) >= 7
+    assert descriptions == [t.description for t in TARGETS.values()]
+    column = header.index("execution provider")
+    assert all(line[column:].startswith(t.provider.name) for line, t in zip(lines[::2], TARGETS.values()))
 
 
 def test_cli_errors_are_one_line(tiny_hf, tmp_path):
