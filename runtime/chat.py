@@ -27,6 +27,12 @@ class ChatEvent:
     text: str
     recipient: str | None = None
 
+    @property
+    def is_final(self) -> bool:
+        """Part of the answer: the final channel, or text the model wrote without a harmony header (which
+        ChatResult.final counts as final too; a synthetic random model writes nothing else)."""
+        return self.channel in ("final", None)
+
 
 @dataclass
 class ChatResult:

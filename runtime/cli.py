@@ -17,6 +17,7 @@ import click
 
 from gptoss.errors import GptOssError
 
+from .errors import ContextOverflowError
 from .harmony import REASONING_EFFORTS
 
 
@@ -79,7 +80,7 @@ def _ctrl_c_cancels():
 def _stream_reply(stream, show_reasoning: bool) -> None:
     channel = None
     for event in stream:
-        is_final = event.channel in ("final", None)
+        is_final = event.is_final
         if not is_final and not show_reasoning:
             continue
         out = sys.stdout if is_final else sys.stderr
@@ -114,6 +115,45 @@ def run(bundle, provider, threads, max_context, allow_fallback, prompt, show_rea
 
 
 CHAT_HELP = "/effort low|medium|high   /reset   /exit   (Ctrl-C stops a reply; Ctrl-D quits)"
+EXIT_COMMANDS = ("/exit", "/quit")
+
+
+class _BadCommand(Exception):
+    """A chat /command that does not exist or takes another argument: one `Error:` line, and the chat goes on."""
+
+
+def _effort(convo, arg: str) -> str:
+    if arg not in REASONING_EFFORTS:
+        raise _BadCommand(f"/effort takes one of {', '.join(REASONING_EFFORTS)}, not {arg!r}")
+    convo.reasoning_effort = arg
+    return f"(reasoning effort: {arg})"
+
+
+def _reset(convo, arg: str) -> str:
+    convo.reset()
+    return "(conversation cleared)"
+
+
+CHAT_COMMANDS = {"/effort": _effort, "/reset": _reset, "/help": lambda convo, arg: CHAT_HELP}
+
+
+def _chat_command(convo, line: str) -> bool:
+    """Run one /command typed in `gptoss chat`; False when it ends the chat."""
+    command, _, arg = line.partition(" ")
+    if command in EXIT_COMMANDS:
+        return False
+    try:
+        if command not in CHAT_COMMANDS:
+            raise _BadCommand(f"unknown command {command!r}; the commands: {CHAT_HELP}")
+        click.secho(CHAT_COMMANDS[command](convo, arg.strip()), dim=True, err=True)
+    except _BadCommand as e:
+        click.secho(f"Error: {e}", err=True, fg="red")
+    return True
+
+
+def _overflow_hint(max_new_tokens: int) -> str:
+    return (f"/reset starts a new conversation; or restart the chat with a smaller --max-new-tokens (now "
+            f"{max_new_tokens}) or a larger --max-context")
 
 
 @main.command()
@@ -137,24 +177,18 @@ def chat(bundle, provider, threads, max_context, allow_fallback, show_reasoning,
         if not line:
             continue
         if line.startswith("/"):
-            command, _, arg = line.partition(" ")
-            if command in ("/exit", "/quit"):
+            if not _chat_command(convo, line):
                 return
-            if command == "/reset":
-                convo.reset()
-                click.secho("(conversation cleared)", dim=True, err=True)
-            elif command == "/effort" and arg.strip() in REASONING_EFFORTS:
-                convo.reasoning_effort = arg.strip()
-                click.secho(f"(reasoning effort: {convo.reasoning_effort})", dim=True, err=True)
-            else:
-                click.secho(CHAT_HELP, dim=True, err=True)
             continue
         with _ctrl_c_cancels() as cancel:
             try:
                 stream = convo.send(line, stream=True, max_new_tokens=max_new_tokens, temperature=temperature,
                                     seed=None if seed is None else seed + turn, cancel=cancel)
                 _stream_reply(stream, show_reasoning)
-            except GptOssError as e:          # e.g. the context is full: say so, keep the session
+            except ContextOverflowError as e:  # the turn is undone; say how to go on
+                click.echo()
+                click.secho(f"Error: {e}. {_overflow_hint(max_new_tokens)}", err=True, fg="red")
+            except GptOssError as e:          # say so, keep the session
                 click.secho(f"Error: {e}", err=True, fg="red")
         turn += 1
 

@@ -35,11 +35,38 @@ def test_run_with_seed_is_reproducible(bundle):
 
 def test_chat_keeps_history_and_switches_effort(bundle):
     result = invoke("chat", bundle, "--max-new-tokens", 6, "--temperature", 0,
-                    input="hello\n/effort high\nagain\n/bogus\n/exit\n")
+                    input="hello\n/effort high\nagain\n/help\n/exit\n")
     assert result.exit_code == 0, result.output
     assert "reasoning effort: high" in result.output
     assert result.output.count(">>> ") == 5           # one prompt per input line
-    assert "/effort low|medium|high" in result.output  # /bogus prints the help
+    assert result.output.count("/effort low|medium|high") == 2      # the banner, then /help
+
+
+@pytest.mark.parametrize("typed, error", [
+    ("/foo", "Error: unknown command '/foo'; the commands: /effort low|medium|high   /reset   /exit"),
+    ("/effort extreme", "Error: /effort takes one of low, medium, high, not 'extreme'"),
+    ("/effort", "Error: /effort takes one of low, medium, high, not ''"),
+])
+def test_chat_bad_commands_are_one_line_errors(bundle, typed, error):
+    result = invoke("chat", bundle, "--max-new-tokens", 4, "--temperature", 0, "--reasoning-effort", "medium",
+                    input=f"{typed}\nhi\n/exit\n")
+    assert result.exit_code == 0, result.output
+    errors = [line for line in result.output.splitlines() if "Error:" in line]
+    assert len(errors) == 1 and errors[0].removeprefix(">>> ").startswith(error), result.output
+    assert "reasoning effort:" not in result.output   # a bad /effort changes nothing
+    assert result.output.count(">>> ") == 3           # and the chat goes on
+
+
+def test_chat_overflow_says_how_to_go_on(bundle):
+    """A reply that fills the context: one error line that names /reset and --max-new-tokens; the turn is undone,
+    and after /reset the chat answers again."""
+    result = invoke("chat", bundle, "--max-context", 96, "--max-new-tokens", 200, "--temperature", 0,
+                    input="Tell me a long story.\n/reset\n/exit\n")
+    assert result.exit_code == 0, result.output
+    (error,) = [line for line in result.output.splitlines() if "Error:" in line]
+    assert "context overflow" in error and "/reset starts a new conversation" in error
+    assert "--max-new-tokens (now 200)" in error and "--max-context" in error
+    assert "(conversation cleared)" in result.output
 
 
 def test_bench_json(bundle):
