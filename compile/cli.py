@@ -70,10 +70,15 @@ def _dimension_options(f):
 @_dimension_options
 def synth(out: Path, preset_name: str, layout: str, seed: int, force: bool, **dims: int | None) -> None:
     """Write a synthetic (random, deterministic) gpt-oss checkpoint to OUT."""
-    from gptoss.export.synth import synth_config, write_synthetic
+    from gptoss.export.synth import FULL_VOCAB, synth_config, write_synthetic
+    from gptoss.export.tokenizer_files import cached_o200k_base, o200k_base_missing
 
-    write_synthetic(out, synth_config(preset_name, **dims), layout=layout, seed=seed, force=force, progress=True)
+    config = synth_config(preset_name, **dims)
+    write_synthetic(out, config, layout=layout, seed=seed, force=force, progress=True)
     click.echo(str(out))
+    if config.vocab_size >= FULL_VOCAB and cached_o200k_base() is None:
+        click.secho(f"warning: {out} has no tokenizer.json, and exporting it will stop for the same reason: "
+                    f"{o200k_base_missing()}", err=True, fg="yellow")
 
 
 def _parse_quant(values: tuple[str, ...]) -> dict[str, str]:

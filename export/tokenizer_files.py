@@ -71,18 +71,31 @@ def harmony_special_tokens() -> dict[str, int]:
 # ---------------------------------------------------------------------------------------------
 
 
+_CACHE_VARIABLES = ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR", "TIKTOKEN_RS_CACHE_DIR")
+
+
+def _cache_dirs() -> list[str]:
+    """Where tiktoken (TIKTOKEN_CACHE_DIR, DATA_GYM_CACHE_DIR, its temp default) and openai-harmony
+    (TIKTOKEN_RS_CACHE_DIR) keep downloaded vocabularies."""
+    dirs = [os.environ.get(v) for v in _CACHE_VARIABLES]
+    return [d for d in dirs if d] + [os.path.join(tempfile.gettempdir(), "data-gym-cache")]
+
+
 def cached_o200k_base() -> Path | None:
     """tiktoken's (or openai-harmony's) cached o200k_base.tiktoken with the right sha256, or None."""
     key = hashlib.sha1(O200K_BASE_URL.encode()).hexdigest()
-    dirs = [os.environ.get(v) for v in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR", "TIKTOKEN_RS_CACHE_DIR")]
-    dirs.append(os.path.join(tempfile.gettempdir(), "data-gym-cache"))
-    for d in dirs:
-        if not d:
-            continue
+    for d in _cache_dirs():
         for path in (Path(d) / key, Path(d) / RANKS_FILE):
             if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == O200K_BASE_SHA256:
                 return path
     return None
+
+
+def o200k_base_missing() -> str:
+    """Says that o200k_base is not in tiktoken's cache, where it was looked for, and how to put it there."""
+    return (f"o200k_base, the tokenizer's vocabulary, is not in tiktoken's cache (looked in {', '.join(_cache_dirs())}):"
+            " set TIKTOKEN_CACHE_DIR and TIKTOKEN_RS_CACHE_DIR to the absolute path of a folder that holds it, or fill"
+            " that folder once, online, with python -c \"import tiktoken; tiktoken.get_encoding('o200k_base')\"")
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -172,10 +185,8 @@ def write_bundle_tokenizer(out_dir: Path, source: Path | None = None) -> dict:
     if source is None:
         cached = cached_o200k_base()
         if cached is None:
-            raise ExportError(
-                "o200k_base is not available offline: pass the checkpoint's tokenizer.json as `source`, "
-                "or set TIKTOKEN_CACHE_DIR to a folder holding tiktoken's cached o200k_base"
-            )
+            raise ExportError(f"no tokenizer for the bundle: the checkpoint has no tokenizer.json, and "
+                              f"{o200k_base_missing()}")
         ranks_bytes = cached.read_bytes()
         special_tokens, pat_str = harmony_special_tokens(), O200K_PAT_STR
     else:

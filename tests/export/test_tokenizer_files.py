@@ -169,3 +169,46 @@ def test_checkpoint_files_need_the_vocabulary_offline(tmp_path, monkeypatch):
     out = tmp_path / "ckpt"
     assert tf.write_checkpoint_tokenizer_files(out) is False
     assert not out.exists()
+
+
+@pytest.fixture
+def no_vocabulary(tmp_path, monkeypatch):
+    """tiktoken's cache is empty wherever it may be (the variables, and tiktoken's temp-dir default)."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for var in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR", "TIKTOKEN_RS_CACHE_DIR"):
+        monkeypatch.setenv(var, str(empty))
+    monkeypatch.setattr(tempfile, "tempdir", str(empty))
+    return empty
+
+
+def test_synth_and_export_say_the_vocabulary_is_missing(no_vocabulary, tmp_path):
+    """Without the vocabulary, synth says it wrote no tokenizer.json (it did so silently), and export's one error
+    line says where it looked and how to fill the cache, naming no API parameter."""
+    from click.testing import CliRunner
+
+    from gptoss.compile.cli import main
+
+    ckpt = tmp_path / "ck"
+    synth = CliRunner().invoke(main, ["synth", str(ckpt), "--preset", "tiny", "--layers", "1"])
+    assert synth.exit_code == 0, synth.output
+    assert not (ckpt / "tokenizer.json").exists()
+    (warning,) = [line for line in synth.stderr.splitlines() if "warning" in line]
+    assert warning.startswith(f"warning: {ckpt} has no tokenizer.json, and exporting it will stop")
+    for says in (f"looked in {no_vocabulary}", "TIKTOKEN_CACHE_DIR and TIKTOKEN_RS_CACHE_DIR to the absolute path",
+                 "tiktoken.get_encoding('o200k_base')"):
+        assert says in warning
+    export = CliRunner().invoke(main, ["export", str(ckpt), "-o", str(tmp_path / "b")])
+    assert export.exit_code == 2
+    (error,) = export.stderr.strip().splitlines()[-1:]
+    assert error.startswith("Error: no tokenizer for the bundle: the checkpoint has no tokenizer.json, and o200k_base")
+    assert "TIKTOKEN_CACHE_DIR" in error and "`source`" not in error and "Traceback" not in export.output
+
+
+def test_synth_of_a_small_vocabulary_needs_no_tokenizer(no_vocabulary, tmp_path):
+    from click.testing import CliRunner
+
+    from gptoss.compile.cli import main
+
+    result = CliRunner().invoke(main, ["synth", str(tmp_path / "ck"), "--layers", "1", "--vocab", "512"])
+    assert result.exit_code == 0 and "warning" not in result.stderr
