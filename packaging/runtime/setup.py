@@ -28,12 +28,15 @@ FLAVORS = {
     "gpu": ("-gpu", "onnxruntime-gpu>=1.32,<1.33"),
 }
 COMMON = ["numpy>=1.26", "tiktoken>=0.9", "click>=8.1"]
-# Plugin execution providers install beside the stock onnxruntime: extras (the runtime registers them itself).
+# Plugin execution providers install beside the stock onnxruntime: extras (the runtime registers them itself); so
+# does the HTTP server's web stack.
 EXTRAS = {
     "qnn": ["onnxruntime-qnn>=2.7"],
     "openvino": ["onnxruntime-ep-openvino>=1.8"],
     "webgpu": ["onnxruntime-ep-webgpu>=0.4"],
     "trt-rtx": ["onnxruntime-ep-nv-tensorrt-rtx>=0.5"],
+    # `gptoss serve` (gptoss/runtime/serve/, shipped in the wheel, imported only by that command)
+    "serve": ["starlette>=0.37", "uvicorn>=0.30"],
 }
 MODULES = ("__init__.py", "errors.py")            # the root package's own modules the runtime needs
 PACKAGES = ("bundle", "runtime")                  # copied whole (their .py files, subpackages included)
@@ -78,7 +81,7 @@ setup(
     name=f"gptoss-runtime{suffix}",
     version=version() if (REPO / "__init__.py").is_file() else "0.0.0",
     description="The lean gpt-oss runtime: run gptoss bundles with ONNX Runtime (numpy + tiktoken, no torch)",
-    license="Apache-2.0",
+    license_expression="Apache-2.0",
     python_requires=">=3.11",
     package_dir={"": os.path.relpath(STAGE, HERE)},
     packages=packages(),

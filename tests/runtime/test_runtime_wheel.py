@@ -59,9 +59,10 @@ def test_wheel_holds_only_the_runtime(wheel):
     name = lambda req: req.split(";")[0].split(">")[0].split("=")[0].split("<")[0].strip()  # noqa: E731
     assert sorted(name(r) for r in lines if "extra ==" not in r) == ["click", "numpy", "onnxruntime", "tiktoken"]
     assert "onnxruntime<1.33,>=1.32" in [r.split(";")[0].replace(" ", "") for r in lines]      # 1.32's kernels
-    extras = {r.split("extra ==")[1].strip(" '\""): name(r) for r in lines if "extra ==" in r}
-    assert extras == {"qnn": "onnxruntime-qnn", "openvino": "onnxruntime-ep-openvino",
-                      "webgpu": "onnxruntime-ep-webgpu", "trt-rtx": "onnxruntime-ep-nv-tensorrt-rtx"}
+    extras = {(r.split("extra ==")[1].strip(" '\""), name(r)) for r in lines if "extra ==" in r}
+    assert extras == {("qnn", "onnxruntime-qnn"), ("openvino", "onnxruntime-ep-openvino"),
+                      ("webgpu", "onnxruntime-ep-webgpu"), ("trt-rtx", "onnxruntime-ep-nv-tensorrt-rtx"),
+                      ("serve", "starlette"), ("serve", "uvicorn")}
     entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "gptoss = gptoss.runtime.cli:main" in entry
 
@@ -78,6 +79,35 @@ def test_wheel_runs_a_bundle_in_an_empty_venv(wheel, tiny_bundle, tmp_path):
     expected = [e.token_id for e in Model.load(bundle).generate("Hello world", max_new_tokens=12, temperature=0,
                                                                 stop_tokens=())]
     assert result == {"ids": expected, "heavy": [], "has_export": False}
+    bench = json.loads(run([venv / "bin" / "gptoss", "bench", bundle, "--prompt-tokens", 8, "--new-tokens", 2,
+                            "--json"], env=env, cwd=tmp_path))
+    assert bench["decode_tok_s"] > 0
+
+
+def test_wheel_requirements_agree_with_the_project(wheel):
+    """The runtime wheel asks for what the project asks for: the Python version, each base dependency's versions
+    (onnxruntime 1.32, whose kernels bundles need; click for the `gptoss` command), the plugin extras, the license."""
+    import email.parser
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    names = zipfile.ZipFile(wheel).namelist()
+    meta = email.parser.Parser().parsestr(zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(
+        "METADATA"))).decode())
+    assert meta["Requires-Python"] == project["requires-python"]
+    assert meta["License-Expression"] == project["license"]
+    declared = {None: {Requirement(r).name: Requirement(r).specifier for r in project["dependencies"]}}
+    declared |= {extra: {Requirement(r).name: Requirement(r).specifier for r in reqs}
+                 for extra, reqs in project["optional-dependencies"].items()}
+    wheel_extras = set()
+    for line in meta.get_all("Requires-Dist"):
+        req = Requirement(line)
+        extra = next(e for e in declared if e and req.marker.evaluate({"extra": e})) if req.marker else None
+        wheel_extras.add(extra)
+        assert req.specifier == declared[extra][req.name], f"{line}: the project asks for {declared[extra]}"
+    assert {"qnn", "openvino", "webgpu", "trt-rtx"} <= wheel_extras
     bench = json.loads(run([venv / "bin" / "gptoss", "bench", bundle, "--prompt-tokens", 8, "--new-tokens", 2,
                             "--json"], env=env, cwd=tmp_path))
     assert bench["decode_tok_s"] > 0
