@@ -59,10 +59,9 @@ def test_wheel_holds_only_the_runtime(wheel):
     name = lambda req: req.split(";")[0].split(">")[0].split("=")[0].split("<")[0].strip()  # noqa: E731
     assert sorted(name(r) for r in lines if "extra ==" not in r) == ["click", "numpy", "onnxruntime", "tiktoken"]
     assert "onnxruntime<1.33,>=1.32" in [r.split(";")[0].replace(" ", "") for r in lines]      # 1.32's kernels
-    extras = {(r.split("extra ==")[1].strip(" '\""), name(r)) for r in lines if "extra ==" in r}
-    assert extras == {("qnn", "onnxruntime-qnn"), ("openvino", "onnxruntime-ep-openvino"),
-                      ("webgpu", "onnxruntime-ep-webgpu"), ("trt-rtx", "onnxruntime-ep-nv-tensorrt-rtx"),
-                      ("serve", "starlette"), ("serve", "uvicorn")}
+    extras = {r.split("extra ==")[1].strip(" '\""): name(r) for r in lines if "extra ==" in r}
+    assert extras == {"qnn": "onnxruntime-qnn", "openvino": "onnxruntime-ep-openvino",
+                      "webgpu": "onnxruntime-ep-webgpu", "trt-rtx": "onnxruntime-ep-nv-tensorrt-rtx"}
     entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "gptoss = gptoss.runtime.cli:main" in entry
 
@@ -108,6 +107,3 @@ def test_wheel_requirements_agree_with_the_project(wheel):
         wheel_extras.add(extra)
         assert req.specifier == declared[extra][req.name], f"{line}: the project asks for {declared[extra]}"
     assert {"qnn", "openvino", "webgpu", "trt-rtx"} <= wheel_extras
-    bench = json.loads(run([venv / "bin" / "gptoss", "bench", bundle, "--prompt-tokens", 8, "--new-tokens", 2,
-                            "--json"], env=env, cwd=tmp_path))
-    assert bench["decode_tok_s"] > 0
