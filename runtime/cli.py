@@ -221,5 +221,32 @@ def bench(bundle, provider, threads, max_context, allow_fallback, prompt_tokens,
         click.echo(f"{key:<{width}}  {value}")
 
 
+@main.command()
+@_load_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0: a free port.")
+@click.option("--parallel", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Requests generated at once, each with its own KV cache.")
+@click.option("--max-queue", type=click.IntRange(min=0), default=16, show_default=True,
+              help="Requests that may wait for a free slot; more get 429.")
+@click.option("--api-key", envvar="GPTOSS_API_KEY", default=None,
+              help="Require `Authorization: Bearer KEY` on /v1 (or set GPTOSS_API_KEY).")
+@click.option("--model-name", default=None, help="The model id clients ask for (default: the bundle folder's name).")
+@click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="On SIGTERM, seconds in-flight requests get to finish.")
+def serve(bundle, provider, threads, max_context, allow_fallback, host, port, parallel, max_queue, api_key,
+          model_name, shutdown_timeout):
+    """Serve BUNDLE over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/responses, /v1/models)."""
+    from .serve import missing_extra
+
+    if (message := missing_extra()) is not None:
+        raise _UserError(message)
+    from .serve.server import default_model_name, run_server
+
+    model = _load(bundle, provider, threads, max_context, allow_fallback)
+    run_server(model, model_name or default_model_name(bundle), host=host, port=port, parallel=parallel,
+               max_queue=max_queue, api_key=api_key, grace=shutdown_timeout)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
