@@ -66,7 +66,7 @@ def _dimension_options(f):
 @click.option("--layout", type=click.Choice(LAYOUTS), default="hf", show_default=True,
               help="File layout: Hugging Face (MXFP4), OpenAI's original/, or HF with dense bf16 experts.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--force", is_flag=True, help="Replace OUT if it exists and is not empty.")
+@click.option("--force", is_flag=True, help="Replace OUT if it holds a previous checkpoint (nothing else).")
 @_dimension_options
 def synth(out: Path, preset_name: str, layout: str, seed: int, force: bool, **dims: int | None) -> None:
     """Write a synthetic (random, deterministic) gpt-oss checkpoint to OUT."""
@@ -106,7 +106,8 @@ def _parse_quant(values: tuple[str, ...]) -> dict[str, str]:
               help="Force the checkpoint layout; 'original' takes OpenAI's original/ subfolder.")
 @click.option("--aot", is_flag=True, help="Also compile the graphs ahead of time with the target's execution "
                                          "provider (EP context models; e.g. qnn), so a device loads them as they are.")
-@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists and is not empty.")
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it holds a previous bundle (nothing else; never the "
+                                           "checkpoint or a folder holding it).")
 def export(checkpoint: str, out: Path, revision: str | None, target: str, quant: tuple[str, ...],
            logits: str | None, layout: str | None, aot: bool, force: bool) -> None:
     """Compile a gpt-oss CHECKPOINT into a self-contained bundle for one target.

@@ -213,7 +213,7 @@ def export_bundle(checkpoint_dir: str | Path, out_dir: str | Path, target: str |
     folder = resolve_checkpoint(checkpoint_dir, revision)
     log.stage(1, "validate", _named(checkpoint_dir, folder))
     source = read(folder, layout)
-    with staged_folder(out_dir, force) as tmp:
+    with staged_folder(out_dir, force, source.checkpoint.inputs) as tmp:
         log.stage(2, "tokenizer", "o200k_harmony, offline")
         tokenizer = write_tokenizer(tmp, source.checkpoint)
         log.stage(3, "graph", f"{source.config.num_hidden_layers} layers, {source.config.num_experts} experts")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
+import json
+from collections.abc import Iterable
 from pathlib import Path
 
 from gptoss.export.checkpoint import Checkpoint
-from gptoss.export.errors import ExportError
+from gptoss.export.output_folder import staged
 
 STAGES = 6
 
@@ -45,37 +45,23 @@ class Log:
                 advance(path.stat().st_size)
 
 
-def _check_output(out_dir: Path, force: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ExportError(f"output {out_dir} exists and is not a folder")
-    if out_dir.exists() and any(out_dir.iterdir()) and not force:
-        raise ExportError(f"output folder {out_dir} exists and is not empty; pass --force to replace it")
+def is_bundle(folder: Path) -> bool:
+    """`folder` holds a bundle's manifest.json (of any format version): the only thing `--force` replaces."""
+    from gptoss.bundle.manifest import FORMAT, MANIFEST
 
-
-@contextlib.contextmanager
-def staged_folder(out_dir: Path, force: bool):
-    """Yields a fresh temporary sibling of `out_dir`; renames it into place when the block succeeds, removes it
-    when anything (an error, Ctrl-C) interrupts the block."""
-    _check_output(out_dir, force)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     try:
-        yield tmp
-        _replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        doc = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and doc.get("format") == FORMAT
 
 
-def _replace(tmp: Path, out_dir: Path) -> None:
-    old = None
-    if out_dir.exists():
-        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-        out_dir.rename(old)
-    tmp.rename(out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def staged_folder(out_dir: Path, force: bool, inputs: Iterable[Path] = ()):
+    """A context yielding a fresh temporary sibling of `out_dir`, renamed into place when the block succeeds and
+    removed when anything (an error, Ctrl-C) interrupts it (export/output_folder.py). An existing non-empty
+    `out_dir` is replaced only with `force` and only if it holds a bundle; never one of `inputs` (the checkpoint's
+    folders and files), a folder holding one, or a folder inside the checkpoint."""
+    return staged(out_dir, force=force, replaceable=is_bundle, kind="bundle", inputs=inputs)
 
 
 def write_tokenizer(folder: Path, ckpt: Checkpoint) -> dict | None:

@@ -148,6 +148,11 @@ class Checkpoint:
     def files(self) -> list[Path]:
         return sorted({loc.file.path for loc in self._tensors.values()})
 
+    @property
+    def inputs(self) -> list[Path]:
+        """Every folder and file an export reads (an output must not replace, hold or lie inside any of them)."""
+        return [self.path, self.weights_dir, *self.files] + ([self.tokenizer_path] if self.has_tokenizer else [])
+
     def canonical_names(self) -> list[str]:
         """Every canonical tensor name, in model order."""
         return list(self._sources)

@@ -15,10 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
-import shutil
 import sys
-import tempfile
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,6 +29,7 @@ from gptoss.quant.mxfp4 import decode_mxfp4
 from .config import DIMENSIONS, ModelConfig, preset
 from .errors import ExportError
 from .layout import LAYOUTS, FileTensor, canonical_specs, sources
+from .output_folder import staged
 from .safetensors_io import SafetensorsWriter
 from .tokenizer_files import write_checkpoint_tokenizer_files
 
@@ -218,37 +216,19 @@ def _write_files(root: Path, cfg: ModelConfig, layout: str, seed: int, progress:
             write_checkpoint_tokenizer_files(root)
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def write_synthetic(out: str | Path, cfg: ModelConfig, layout: str = "hf", seed: int = 0, *,
                     force: bool = False, progress: bool = False, max_shard_bytes: int = MAX_SHARD_BYTES) -> Path:
-    """Write a synthetic checkpoint of `cfg` in `layout` to `out`, atomically (via `out.tmp-*`)."""
+    """Write a synthetic checkpoint of `cfg` in `layout` to `out`, all at once (export/output_folder.py: via a
+    `.NAME.tmp-PID` sibling). `force` replaces an existing non-empty `out` only if it holds a checkpoint."""
     if layout not in LAYOUTS:
         raise ExportError(f"unknown layout {layout!r}; known: {list(LAYOUTS)}")
     if seed < 0:
         raise ExportError(f"seed must be >= 0, got {seed}")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"{out} exists and is not a folder")
-    if out.exists() and any(out.iterdir()) and not force:
-        raise ExportError(f"{out} exists and is not empty; pass --force to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
-    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the checkpoint should not be
-    try:
+    with staged(out, force=force, replaceable=is_checkpoint, kind="checkpoint") as tmp:
         _write_files(tmp, cfg, layout, seed, progress, max_shard_bytes)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f"{out.name}.old-", dir=out.parent))
-            out.rename(old / out.name)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out)
+
+
+def is_checkpoint(folder: Path) -> bool:
+    """`folder` holds a gpt-oss checkpoint's config.json (either layout): what `synth --force` may replace."""
+    return (folder / "config.json").is_file() or (folder / "original" / "config.json").is_file()

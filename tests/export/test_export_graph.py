@@ -228,8 +228,13 @@ def test_existing_output_needs_force(tiny_hf, tmp_path):
     (out / "keep.txt").write_text("mine")
     with pytest.raises(ExportError, match="--force"):
         export_bundle(tiny_hf, out, target="portable")
+    with pytest.raises(ExportError, match="does not hold a bundle; --force replaces only an empty folder or a prev"):
+        export_bundle(tiny_hf, out, target="portable", force=True)
     assert (out / "keep.txt").read_text() == "mine"
-    export_bundle(tiny_hf, out, target="portable", force=True)
+    (out / "keep.txt").unlink()
+    export_bundle(tiny_hf, out, target="portable")                  # an empty folder takes a bundle
+    (out / "keep.txt").write_text("mine")
+    export_bundle(tiny_hf, out, target="portable", force=True)      # a previous bundle is replaced whole
     assert (out / "manifest.json").is_file() and not (out / "keep.txt").exists()
 
 

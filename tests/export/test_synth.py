@@ -197,7 +197,7 @@ def test_tokenizer_files_only_for_hf_with_full_vocab(tmp_path, monkeypatch):
     write_synthetic(tmp_path / "a", cfg, layout="hf")
     write_synthetic(tmp_path / "b", cfg, layout="original")
     write_synthetic(tmp_path / "c", cfg.replace(vocab_size=256), layout="hf")
-    assert len(calls) == 1 and calls[0].name.startswith("a.tmp-")
+    assert len(calls) == 1 and calls[0].name.startswith(".a.tmp-")
 
 
 def test_progress_goes_to_stderr(tmp_path):
