@@ -18,17 +18,20 @@ _TOOLS_CHANNEL_LINE = "Calls to these tools must go to the commentary channel: '
 
 
 def system_content(options: SystemOptions, has_function_tools: bool) -> str:
-    head = [options.model_identity] if options.model_identity else []
-    if options.knowledge_cutoff:
-        head.append(f"Knowledge cutoff: {options.knowledge_cutoff}")
-    if options.current_date:
-        head.append(f"Current date: {options.current_date}")
+    """None leaves a field out; an empty string is still printed (`Knowledge cutoff: `), as openai-harmony does."""
+    head = [line for line in (options.model_identity,
+                              _labelled("Knowledge cutoff", options.knowledge_cutoff),
+                              _labelled("Current date", options.current_date)) if line is not None]
     sections = ["\n".join(head)] if head else []
-    if options.reasoning_effort:
+    if options.reasoning_effort is not None:
         sections.append(f"Reasoning: {options.reasoning_effort}")
     channels = _CHANNELS_LINE + (f"\n{_TOOLS_CHANNEL_LINE}" if has_function_tools else "")
     sections.append(channels)
     return "\n\n".join(sections)
+
+
+def _labelled(label: str, value: str | None) -> str | None:
+    return None if value is None else f"{label}: {value}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -57,26 +60,39 @@ class _Renderer:
     def text(self, text: str) -> None:
         self.ids.extend(self.tok.encode_text(text))
 
-    def trusted(self, text: str) -> None:
-        """Header text (a content type) that may hold <|constrain|>; never user content."""
-        head, sep, rest = text.partition(_CONSTRAIN)
-        self.text(head)
-        if sep:
-            self.special(_CONSTRAIN)
-            self.trusted(rest)
+    def content_type(self, content_type: str) -> None:
+        """` {content_type}` as ordinary text, except a leading <|constrain|>: that one is the format's
+        constrain marker (`<|constrain|>json`), rendered as the special token, as openai-harmony does.
+        Special-token text anywhere else ("json <|constrain|>x", "<|constrain|><|call|>") stays text."""
+        rest = content_type[len(_CONSTRAIN):] if content_type.startswith(_CONSTRAIN) else None
+        if rest is None:
+            self.text(f" {content_type}")
+            return
+        self.text(" ")
+        self.special(_CONSTRAIN)
+        self.text(rest)
 
     def message(self, m: Message) -> None:
-        author = (m.name or "tool") if m.role == "tool" else (f"{m.role}:{m.name}" if m.name else m.role)
+        """`None` leaves a header field out, "" is rendered (`<|channel|>` with no name), as openai-harmony does;
+        recipient "all" is left out, yet an assistant message with any recipient ends in <|call|>."""
         self.special("<|start|>")
-        self.text(author + (f" to={m.recipient}" if m.recipient else ""))
-        if m.channel:
+        self.text(_author(m) + (f" to={m.recipient}" if m.recipient not in (None, "all") else ""))
+        if m.channel is not None:
             self.special("<|channel|>")
             self.text(m.channel)
-        if m.content_type:
-            self.trusted(f" {m.content_type}")
+        if m.content_type is not None:
+            self.content_type(m.content_type)
         self.special("<|message|>")
         self.text(m.content)
-        self.special("<|call|>" if m.role == "assistant" and m.recipient else "<|end|>")
+        self.special("<|call|>" if m.role == "assistant" and m.recipient is not None else "<|end|>")
+
+
+def _author(m: Message) -> str:
+    if m.role != "tool":
+        return m.role if m.name is None else f"{m.role}:{m.name}"
+    if m.name is None:
+        raise ValueError("a tool message needs a name: the tool that answered, e.g. 'functions.get_weather'")
+    return m.name
 
 
 def render_conversation(
