@@ -9,17 +9,19 @@ prompt for completion ends in `<|start|>assistant`. The first message is the sys
 (identity, dates, reasoning effort, valid channels); instructions and function tools go in a
 developer message, tools rendered as a TypeScript-like `namespace functions { ... }`.
 
-Rendering matches openai-harmony (HARMONY_GPT_OSS) token for token; tests/test_harmony.py checks it.
+Rendering matches openai-harmony (HARMONY_GPT_OSS) token for token; tests/runtime/test_harmony.py and
+test_harmony_differential.py (thousands of generated conversations) check it.
 Generation stops on <|return|> (final answer done) or <|call|> (tool call); <|end|> only ends a
 message. Only stdlib + tiktoken (through runtime.tokenizer) here.
 
     messages.py    the data model (Message, ToolSpec, SystemOptions, ToolCall, ParsedResponse, the
                    constants) and OpenAI-style dicts -> harmony messages (to_messages, to_tool_spec)
     typescript.py  the developer message: instructions, and tools' JSON schemas as TypeScript-like text
+    jsontext.py    a schema's default as openai-harmony prints it (serde_json's number reader, ryu's floats)
     render.py      the system message and a conversation -> token ids (render_conversation, stop_token_ids)
     parse.py       generated ids -> messages and events (StreamParser, parse_completion)
 
-Imports go one way: messages <- typescript <- render, messages <- parse.
+Imports go one way: jsontext <- typescript, messages <- typescript <- render, messages <- parse.
 """
 
 from .messages import (CHANNELS, DEFAULT_MODEL_IDENTITY, REASONING_EFFORTS, ROLES, STOP_TOKENS, Message, MessageLike,
