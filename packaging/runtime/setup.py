@@ -28,12 +28,15 @@ FLAVORS = {
     "gpu": ("-gpu", "onnxruntime-gpu>=1.32,<1.33"),
 }
 COMMON = ["numpy>=1.26", "tiktoken>=0.9", "click>=8.1"]
-# Plugin execution providers install beside the stock onnxruntime: extras (the runtime registers them itself).
+# Plugin execution providers install beside the stock onnxruntime: extras (the runtime registers them itself); so
+# does the HTTP server's web stack.
 EXTRAS = {
     "qnn": ["onnxruntime-qnn>=2.7"],
     "openvino": ["onnxruntime-ep-openvino>=1.8"],
     "webgpu": ["onnxruntime-ep-webgpu>=0.4"],
     "trt-rtx": ["onnxruntime-ep-nv-tensorrt-rtx>=0.5"],
+    # `gptoss serve` (gptoss/runtime/serve/, shipped in the wheel, imported only by that command)
+    "serve": ["starlette>=0.37", "uvicorn>=0.30"],
 }
 MODULES = ("__init__.py", "errors.py")            # the root package's own modules the runtime needs
 PACKAGES = ("bundle", "runtime")                  # copied whole (their .py files, subpackages included)

@@ -59,9 +59,10 @@ def test_wheel_holds_only_the_runtime(wheel):
     name = lambda req: req.split(";")[0].split(">")[0].split("=")[0].split("<")[0].strip()  # noqa: E731
     assert sorted(name(r) for r in lines if "extra ==" not in r) == ["click", "numpy", "onnxruntime", "tiktoken"]
     assert "onnxruntime<1.33,>=1.32" in [r.split(";")[0].replace(" ", "") for r in lines]      # 1.32's kernels
-    extras = {r.split("extra ==")[1].strip(" '\""): name(r) for r in lines if "extra ==" in r}
-    assert extras == {"qnn": "onnxruntime-qnn", "openvino": "onnxruntime-ep-openvino",
-                      "webgpu": "onnxruntime-ep-webgpu", "trt-rtx": "onnxruntime-ep-nv-tensorrt-rtx"}
+    extras = {(r.split("extra ==")[1].strip(" '\""), name(r)) for r in lines if "extra ==" in r}
+    assert extras == {("qnn", "onnxruntime-qnn"), ("openvino", "onnxruntime-ep-openvino"),
+                      ("webgpu", "onnxruntime-ep-webgpu"), ("trt-rtx", "onnxruntime-ep-nv-tensorrt-rtx"),
+                      ("serve", "starlette"), ("serve", "uvicorn")}
     entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "gptoss = gptoss.runtime.cli:main" in entry
 
