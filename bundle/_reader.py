@@ -42,3 +42,10 @@ class Reader:
         if not all(isinstance(v, str) for v in values):
             raise BundleError(f"{self.path}: '{(where + '.') if where else ''}{key}' must hold strings")
         return values
+
+    def only(self, d: dict, known, where: str) -> None:
+        """Refuse keys of `d` (the object at `where`) that the format does not define."""
+        extra = sorted(set(d) - set(known))
+        if extra:
+            raise BundleError(f"{self.path}: {where!r} has {extra}, which format_version 2 does not define; "
+                              f"known: {sorted(known)}")

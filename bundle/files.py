@@ -16,14 +16,26 @@ def sha256(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def plain(rel, where: str) -> PurePosixPath:
+    """`rel` as a normalised relative posix path, refused (BundleError naming `where`) unless it is a non-empty
+    relative path without `..`, backslashes or NUL bytes: the part of `confined` that needs no file system."""
+    if not isinstance(rel, str) or not rel or "\\" in rel or "\x00" in rel:
+        raise BundleError(f"{where}: {rel!r} must be a plain relative path inside the bundle folder")
+    pure = PurePosixPath(rel)
+    if pure.is_absolute() or Path(rel).is_absolute() or ".." in pure.parts:
+        raise BundleError(f"{where}: {rel!r} must be a plain relative path inside the bundle folder")
+    return pure
+
+
 def confined(bundle_dir: Path, rel: str, where: str) -> Path:
     """`bundle_dir / rel`, refused (BundleError naming `where`) unless `rel` is a relative path without `..`
     that stays inside the bundle folder once symlinks are resolved."""
-    pure = PurePosixPath(rel)
-    if not rel or pure.is_absolute() or Path(rel).is_absolute() or ".." in pure.parts or "\\" in rel:
-        raise BundleError(f"{where}: {rel!r} must be a plain relative path inside the bundle folder")
-    path = bundle_dir / pure
-    if not path.resolve().is_relative_to(bundle_dir.resolve()):
+    path = bundle_dir / plain(rel, where)
+    try:
+        inside = path.resolve().is_relative_to(bundle_dir.resolve())
+    except (OSError, RuntimeError) as e:            # a symlink loop
+        raise BundleError(f"{where}: {rel!r} cannot be resolved ({e})") from None
+    if not inside:
         raise BundleError(f"{where}: {rel!r} resolves outside the bundle folder")
     return path
 

@@ -8,13 +8,15 @@ and refuses a format version it does not know. Errors name the file and the dott
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from . import files as _files
 from ._reader import Reader
 from .errors import BundleError
+from .integrity import check_files
 from .kv import KVContract
 from .shapes import Dynamic, Shapes, Static
 
@@ -135,18 +137,9 @@ class Manifest:
         return _files.confined(self.bundle_dir, self.tokenizer.dir, f"{self.path}: 'tokenizer.dir'")
 
     def verify_files(self) -> None:
-        """Check every file listed under `files` exists with the recorded size and sha256."""
-        for rel, info in self.files.items():
-            path = _files.confined(self.bundle_dir, rel, f"{self.path}: 'files'")
-            if not path.is_file():
-                raise BundleError(f"{path}: missing (listed under 'files' in {self.path})")
-            size = path.stat().st_size
-            if "bytes" in info and int(info["bytes"]) != size:
-                raise BundleError(f"{path}: {size} bytes, {self.path} says {info['bytes']}")
-            if "sha256" in info:
-                digest = _files.sha256(path)
-                if digest != info["sha256"]:
-                    raise BundleError(f"{path}: sha256 {digest} does not match {info['sha256']} in {self.path}")
+        """Check every file the bundle uses is listed under `files`, and every listed file's size and sha256
+        (bundle.integrity.check_files with verify)."""
+        check_files(self, verify=True)
 
     # ------------------------------------------------------------------ JSON
     def to_json(self) -> dict:
@@ -186,20 +179,61 @@ class Manifest:
             raise BundleError(f"{path}: 'format_version' {version} is not supported by this runtime, which reads "
                               f"format_version {FORMAT_VERSION}; re-export the bundle with this version's "
                               f"gptoss-export (or use the gptoss release that wrote it)")
-        model = r.get(doc, "model", dict)
-        layers = r.get(model, "num_hidden_layers", int, "model")
-        r.get(model, "vocab_size", int, "model")
-        contract = _contract(r, doc, layers)
+        model = _model(r, doc)
+        contract = _contract(r, doc, model["num_hidden_layers"])
         return cls(model=model, target=_target(r, doc), graphs=_graphs(r, doc, contract.shapes),
                    weights=tuple(r.str_list(doc, "weights")), contract=contract,
-                   quant=r.get(doc, "quant", dict, default={}), parts=r.get(doc, "parts", dict, default={}),
-                   tokenizer=_tokenizer(r, doc), files=r.get(doc, "files", dict, default={}),
+                   quant=_mapping(r, doc, "quant", str), parts=_mapping(r, doc, "parts", int),
+                   tokenizer=_tokenizer(r, doc), files=_listing(r, doc),
                    source=r.get(doc, "source", dict, default={}), created_by=r.get(doc, "created_by", str, default=""),
                    format_version=version, path=path)
 
 
+def _model(r: Reader, doc: dict) -> dict:
+    """The model's config; the keys the runtime reads are checked here (positive ints, or null where optional)."""
+    model = r.get(doc, "model", dict)
+    for key in ("num_hidden_layers", "vocab_size", "hidden_size"):
+        if r.get(model, key, int, "model") < 1:
+            raise BundleError(f"{r.path}: 'model.{key}' must be >= 1, got {model[key]}")
+    for key in ("max_position_embeddings", "eos_token_id"):
+        if r.get(model, key, int, "model", default=None) is not None and model[key] < 0:
+            raise BundleError(f"{r.path}: 'model.{key}' must be >= 0, got {model[key]}")
+    return model
+
+
+def _mapping(r: Reader, doc: dict, key: str, kind: type) -> dict:
+    """An optional object of name -> `kind` (counts: >= 0)."""
+    d = r.get(doc, key, dict, default={})
+    for name in d:
+        value = r.get(d, name, kind, key)
+        if kind is int and value < 0:
+            raise BundleError(f"{r.path}: '{key}.{name}' must be >= 0, got {value}")
+    return d
+
+
+KV_KEYS = tuple(f.name for f in fields(KVContract))      # kv_cache's keys are the contract's fields
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def _listing(r: Reader, doc: dict) -> dict[str, dict[str, Any]]:
+    """'files': relative path -> {"bytes": int >= 0, "sha256": 64 lowercase hex digits}, nothing else."""
+    listing = r.get(doc, "files", dict)
+    for rel, entry in listing.items():
+        where = f"files.{rel}"
+        _files.plain(rel, f"{r.path}: 'files'")
+        r.obj(entry, where)
+        if set(entry) != {"bytes", "sha256"}:
+            raise BundleError(f"{r.path}: '{where}' must have exactly 'bytes' and 'sha256', has {sorted(entry)}")
+        if r.get(entry, "bytes", int, where) < 0:
+            raise BundleError(f"{r.path}: '{where}.bytes' must be >= 0, got {entry['bytes']}")
+        if not SHA256_HEX.fullmatch(r.get(entry, "sha256", str, where)):
+            raise BundleError(f"{r.path}: '{where}.sha256' must be 64 lowercase hex digits, got {entry['sha256']!r}")
+    return listing
+
+
 def _target(r: Reader, doc: dict) -> TargetSpec:
     t = r.get(doc, "target", dict)
+    r.only(t, ("name", "execution_provider", "provider_options", "session_options"), "target")
     return TargetSpec(name=r.get(t, "name", str, "target"),
                       execution_provider=r.get(t, "execution_provider", str, "target"),
                       provider_options=r.get(t, "provider_options", dict, "target", default={}),
@@ -211,6 +245,7 @@ def _contract(r: Reader, doc: dict, layers: int) -> GraphContract:
     if logits not in LOGITS_MODES:
         raise BundleError(f"{r.path}: 'logits' is {logits!r}; known: {list(LOGITS_MODES)}")
     kv = r.get(doc, "kv_cache", dict)
+    r.only(kv, KV_KEYS, "kv_cache")              # the graph's I/O names are fixed (names.py): no name templates
     w = "kv_cache"
     contract = KVContract(
         mode=r.get(kv, "mode", str, w), dtype=r.get(kv, "dtype", str, w), layout=r.get(kv, "layout", str, w),
@@ -233,6 +268,7 @@ def _contract(r: Reader, doc: dict, layers: int) -> GraphContract:
 
 def _shapes(r: Reader, doc: dict) -> Shapes:
     s = r.get(doc, "shapes", dict)
+    r.only(s, ("kind", "chunk", "context"), "shapes")
     kind = r.get(s, "kind", str, "shapes")
     if kind == "dynamic":
         return Dynamic()
@@ -249,6 +285,7 @@ def _graphs(r: Reader, doc: dict, shapes: Shapes) -> dict[str, GraphFile]:
     out = {}
     for role, tokens in shapes.graph_tokens().items():
         entry = r.get(g, role, dict, "graphs")
+        r.only(entry, ("parts", "tokens"), f"graphs.{role}")
         got = r.get(entry, "tokens", int, f"graphs.{role}", default=None)
         if got != tokens:
             raise BundleError(f"{r.path}: 'graphs.{role}.tokens' is {got}; {shapes.kind} shapes need {tokens}")
@@ -267,6 +304,7 @@ def _tokenizer(r: Reader, doc: dict) -> TokenizerSpec | None:
     if tok is None:
         return None
     tok = r.obj(tok, "tokenizer")
+    r.only(tok, ("dir", "files", "name", "n_vocab", "ranks_sha256"), "tokenizer")
     return TokenizerSpec(dir=r.get(tok, "dir", str, "tokenizer"), name=r.get(tok, "name", str, "tokenizer"),
                          n_vocab=r.get(tok, "n_vocab", int, "tokenizer"),
                          files=tuple(r.str_list(tok, "files", "tokenizer", default=[])),

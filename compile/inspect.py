@@ -84,7 +84,7 @@ def describe_checkpoint(path: Path) -> dict:
 def _config_summary(cfg: dict) -> dict:
     keys = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_experts", "experts_per_token",
             "num_attention_heads", "num_key_value_heads", "head_dim", "sliding_window", "vocab_size")
-    return {k: cfg[k] for k in keys}
+    return {k: cfg.get(k) for k in keys}          # a bundle's manifest checks only the keys the runtime reads
 
 
 def format_report(info: dict) -> str:

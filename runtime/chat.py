@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from . import harmony
+from .chat_input import check_messages, check_tools
 from .kv import KVCache
 from .harmony import Message, SystemOptions, TextDelta, ToolCall
 
@@ -64,6 +65,8 @@ class ChatStream:
 
 
 def render(model, messages, reasoning_effort: str = "low", tools=None, instructions: str | None = None) -> list[int]:
+    check_messages(messages)
+    check_tools(tools)
     return harmony.render_conversation(messages, system=SystemOptions(reasoning_effort=reasoning_effort),
                                        developer_instructions=instructions, tools=tools,
                                        tokenizer=model._tok())
@@ -114,6 +117,7 @@ class Conversation:
 
     def __init__(self, model, reasoning_effort: str = "low", instructions: str | None = None, tools=None):
         self.model = model
+        check_tools(tools)
         self.reasoning_effort = reasoning_effort
         self.instructions = instructions
         self.tools = tools

@@ -49,6 +49,12 @@ def _load_options(f):
     return f
 
 
+def _verify_option(f):
+    """`--verify`: hash every file of the bundle against its manifest before loading (Model.load(verify=True))."""
+    return click.option("--verify", is_flag=True,
+                        help="Check every file's sha256 against the manifest first (reads the whole bundle).")(f)
+
+
 def _sampling_options(f):
     f = click.option("--seed", type=int, default=None, help="Seed: the same seed gives the same output.")(f)
     f = click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True,
@@ -59,11 +65,11 @@ def _sampling_options(f):
     return f
 
 
-def _load(bundle, provider, threads, max_context, allow_fallback):
+def _load(bundle, provider, threads, max_context, allow_fallback, verify=False):
     from .model import Model
 
     return Model.load(bundle, provider=provider, threads=threads, max_context=max_context,
-                      allow_fallback=allow_fallback)
+                      allow_fallback=allow_fallback, verify=verify)
 
 
 @contextlib.contextmanager
@@ -103,10 +109,11 @@ def _stream_reply(stream, show_reasoning: bool) -> None:
 @_load_options
 @click.argument("prompt")
 @_sampling_options
+@_verify_option
 def run(bundle, provider, threads, max_context, allow_fallback, prompt, show_reasoning, reasoning_effort,
-        max_new_tokens, temperature, seed):
+        max_new_tokens, temperature, seed, verify):
     """Answer PROMPT (as a user message) and stream the final answer."""
-    model = _load(bundle, provider, threads, max_context, allow_fallback)
+    model = _load(bundle, provider, threads, max_context, allow_fallback, verify)
     convo = model.conversation(reasoning_effort=reasoning_effort)
     with _ctrl_c_cancels() as cancel:
         stream = convo.send(prompt, stream=True, max_new_tokens=max_new_tokens, temperature=temperature,
@@ -160,10 +167,11 @@ def _overflow_hint(max_new_tokens: int) -> str:
 @_load_options
 @_sampling_options
 @click.option("--system", "instructions", default=None, help="Developer instructions for the conversation.")
+@_verify_option
 def chat(bundle, provider, threads, max_context, allow_fallback, show_reasoning, reasoning_effort,
-         max_new_tokens, temperature, seed, instructions):
+         max_new_tokens, temperature, seed, instructions, verify):
     """Chat interactively; the conversation keeps its history (and its cache) between turns."""
-    model = _load(bundle, provider, threads, max_context, allow_fallback)
+    model = _load(bundle, provider, threads, max_context, allow_fallback, verify)
     convo = model.conversation(reasoning_effort=reasoning_effort, instructions=instructions)
     click.secho(f"{bundle} on {model.provider}. {CHAT_HELP}", dim=True, err=True)
     turn = 0
@@ -219,6 +227,17 @@ def bench(bundle, provider, threads, max_context, allow_fallback, prompt_tokens,
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         click.echo(f"{key:<{width}}  {value}")
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path, exists=True, file_okay=False))
+def verify(bundle):
+    """Check BUNDLE's files against its manifest: every file it uses listed, each one's size and sha256."""
+    from gptoss.bundle import load_manifest
+    from gptoss.bundle.integrity import check_files
+
+    checked = check_files(load_manifest(bundle), verify=True)
+    click.echo(f"{bundle}: {checked.files} files, {checked.bytes} bytes: sizes and sha256 match its manifest")
 
 
 @main.command()

@@ -8,8 +8,8 @@ the project's one base class, `gptoss.errors.GptOssError`.
 from gptoss.bundle.errors import BundleError, TokenizerError
 from gptoss.errors import GptOssError
 
-__all__ = ["BundleError", "ContextOverflowError", "ProviderError", "RuntimeErrorBase", "TokenizerError",
-           "check_context"]
+__all__ = ["ArgumentError", "BundleError", "ContextOverflowError", "NonFiniteLogitsError", "ProviderError",
+           "RuntimeErrorBase", "TokenizerError", "check_context"]
 
 
 class RuntimeErrorBase(GptOssError):
@@ -18,6 +18,16 @@ class RuntimeErrorBase(GptOssError):
 
 class ProviderError(RuntimeErrorBase):
     """The requested execution provider is unavailable or did not take the graph."""
+
+
+class ArgumentError(RuntimeErrorBase, ValueError):
+    """A call's argument is out of range or of the wrong type (sampling settings, tools, messages). Also a
+    ValueError, as such mistakes were before."""
+
+
+class NonFiniteLogitsError(RuntimeErrorBase):
+    """The graph returned NaN or infinite logits: nothing can be sampled from them (a damaged bundle, or weights
+    with non-finite values). Raised instead of silently picking token 0."""
 
 
 class ContextOverflowError(RuntimeErrorBase):

@@ -23,7 +23,7 @@ import numpy as np
 from .engine import Cancelled, Engine
 from .errors import check_context
 from .kv import KVCache
-from .sampling import SamplingParams, sample
+from .sampling import SamplingParams, check_finite, sample
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,7 @@ class Sequence:
             self._pending = None
         check_context(self.cache.length + 1, self.engine.max_context, "the prompt and the generated tokens",
                       self.generated)
+        check_finite(self._logits, f"{self.engine.manifest.path}: the logits after position {self.cache.length - 1}")
         token = sample(self._logits, self.request.params, self._rng, self._penalized)
         self.generated.append(token)
         if token not in self._special:

@@ -19,6 +19,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from gptoss.bundle import Manifest, load_manifest
+from gptoss.bundle.integrity import check_files
 
 from . import chat as _chat
 from .engine import Engine, engine_for
@@ -58,7 +59,8 @@ class Model:
 
         provider: an ORT execution provider name (default: the manifest's target). threads: intra-op
         threads. max_context: tokens a sequence may reach (default: the model's, capped at
-        DEFAULT_MAX_CONTEXT, and a static bundle's context). verify: check every file's sha256 first.
+        DEFAULT_MAX_CONTEXT, and a static bundle's context). Every load checks that each file the bundle uses
+        is listed in its manifest with its size (bundle/integrity.py); verify: also check every file's sha256.
         allow_fallback: accept running on CPU when the requested provider is missing or did not take the graph.
         provider_options: options for the provider, instead of the bundle's (e.g. {"device_type": "GPU"} to pick a
         plugin EP's device).
@@ -67,8 +69,7 @@ class Model:
         """
         t0 = time.perf_counter()
         manifest = load_manifest(bundle_dir)
-        if verify:
-            manifest.verify_files()
+        check_files(manifest, verify=verify)
         max_context = _max_context(manifest, max_context)
         chunk = prefill_chunk or PREFILL_CHUNK[manifest.logits]
         if chunk < 1:

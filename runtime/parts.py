@@ -18,6 +18,7 @@ from gptoss.bundle import Manifest, names
 from .errors import BundleError
 
 ORT_FLOAT = {"tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dtype(np.float16)}
+ORT_CACHE = {**ORT_FLOAT, "tensor(int8)": np.dtype(np.int8)}        # an int8 cache: quantized by the attention op
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ def parts_of(manifest: Manifest, role: str, sessions: list[ort.InferenceSession]
         first, last = k == 0, k == len(paths) - 1
         ins, outs = {i.name for i in session.get_inputs()}, {o.name for o in session.get_outputs()}
         _check_chain(path, ins, outs, first, last)
+        check_dims(manifest, role, path, session)
         layers = tuple(i for i in range(manifest.kv.num_layers) if names.past_key(i) in ins)
         parts.append(Part(session, frozenset(ins), layers, first, last))
         all_in |= ins - {names.HIDDEN_IN}
@@ -81,10 +83,46 @@ def check_dtypes(manifest: Manifest, parts: list[Part]) -> np.dtype:
     """The cache dtype is the manifest's; returns the logits dtype."""
     inputs = {i.name: i for p in parts for i in p.session.get_inputs()}
     past_key = names.past_key(0)
-    if ORT_FLOAT.get(inputs[past_key].type) != np.dtype(manifest.kv.dtype):
+    if ORT_CACHE.get(inputs[past_key].type) != np.dtype(manifest.kv.dtype):
         raise BundleError(f"{manifest.path}: {past_key} is {inputs[past_key].type} but kv_cache.dtype is "
                           f"{manifest.kv.dtype}")
     logits = next(o for o in parts[-1].session.get_outputs() if o.name == names.LOGITS).type
     if logits not in ORT_FLOAT:
         raise BundleError(f"{manifest.path}: logits output has type {logits}; expected float or float16")
     return ORT_FLOAT[logits]
+
+
+def check_dims(manifest: Manifest, role: str, path, session: ort.InferenceSession) -> None:
+    """The graph's fixed dimensions say what the manifest says: each cache's KV heads and head_dim (a static
+    cache's rows too), the vocabulary of the logits, the hidden size between parts, a static graph's tokens per
+    call. A dimension the graph leaves symbolic is not checked. BundleError naming the file, tensor and key."""
+    kv, tokens = manifest.kv, manifest.graphs[role].tokens
+    for arg in [*session.get_inputs(), *session.get_outputs()]:
+        shape = arg.shape or []
+        for axis, want, key in _expected_dims(manifest, arg.name, kv, tokens):
+            if axis >= len(shape):
+                raise BundleError(f"{path}: {arg.name} has {len(shape)} dimensions; the manifest's contract needs "
+                                  f"at least {axis + 1}")
+            got = shape[axis]
+            if isinstance(got, int) and got > 0 and want is not None and got != want:
+                raise BundleError(f"{path}: {arg.name} has {got} in dimension {axis}, but {manifest.path} says "
+                                  f"{key} = {want}")
+
+
+def _expected_dims(manifest: Manifest, name: str, kv, tokens) -> list[tuple[int, int | None, str]]:
+    """(axis, expected size, the manifest key that says so) for graph input or output `name`."""
+    if name == names.LOGITS:
+        return [(2, manifest.vocab_size, "model.vocab_size")]
+    if name in (names.HIDDEN_IN, names.HIDDEN_OUT):
+        return [(2, int(manifest.model["hidden_size"]), "model.hidden_size")]
+    if name in (names.INPUT_IDS, names.POSITION_IDS):
+        return [(1, tokens, f"shapes ({tokens} tokens per call)")]
+    for layer in range(kv.num_layers):
+        past, present = names.kv_names(layer)[:2], names.kv_names(layer)[2:]
+        if name in past or name in present:
+            dims = [(1, kv.num_kv_heads, "kv_cache.num_kv_heads"), (3, kv.head_dim, "kv_cache.head_dim")]
+            if kv.mode == "static":
+                rows = kv.capacity[layer] if name in past else tokens
+                dims.append((2, rows, f"kv_cache.capacity[{layer}]" if name in past else "the call's tokens"))
+            return dims
+    return []

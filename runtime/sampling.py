@@ -3,20 +3,25 @@
 Order, per step:
   1. repetition penalty (CTRL / Hugging Face semantics) on the ids in `penalized`: a positive logit is
      divided by the penalty, a negative one multiplied, so a penalty > 1 always makes them less likely;
-  2. temperature == 0: greedy (argmax of the penalized logits; every other setting is ignored);
+  2. temperature == 0: greedy (argmax of the penalized logits; every other setting is ignored); so is a temperature
+     too small to divide by (the scaled logits would overflow float64: their limit is greedy);
   3. probabilities at the given temperature;
   4. top_k (0 = off): keep the k most probable;
   5. top_p (1 = off): keep the smallest most-probable set whose mass reaches top_p (at least one token);
   6. min_p (0 = off): keep tokens whose probability is >= min_p x the largest;
   7. draw from what is left, renormalised, with the caller's numpy Generator (so a seed fixes the result).
-Ties break towards the lower token id, everywhere.
+Ties break towards the lower token id, everywhere. Logits holding NaN or infinities raise NonFiniteLogitsError:
+nothing can be sampled from them. Settings of the wrong type or out of range raise ArgumentError (a ValueError).
 """
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
+
+from .errors import ArgumentError, NonFiniteLogitsError
 
 # The nucleus is searched among this many best tokens first; a full sort happens only when they fall short.
 _NUCLEUS_PROBE = 1024
@@ -31,20 +36,40 @@ class SamplingParams:
     repetition_penalty: float = 1.0
 
     def __post_init__(self) -> None:
-        if not (self.temperature >= 0 and np.isfinite(self.temperature)):
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if not 0 <= self.min_p <= 1:
-            raise ValueError(f"min_p must be in [0, 1], got {self.min_p}")
-        if not self.repetition_penalty > 0:
-            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        for name, ok, rule in (("temperature", lambda t: 0 <= t < np.inf, "a finite number >= 0"),
+                               ("top_p", lambda p: 0 < p <= 1, "a number in (0, 1]"),
+                               ("min_p", lambda p: 0 <= p <= 1, "a number in [0, 1]"),
+                               ("repetition_penalty", lambda r: 0 < r < np.inf, "a finite number > 0")):
+            value = getattr(self, name)
+            if not (_is_number(value, numbers.Real) and ok(value)):
+                raise ArgumentError(f"{name} must be {rule}, got {value!r}")
+        if not (_is_number(self.top_k, numbers.Integral) and self.top_k >= 0):
+            raise ArgumentError(f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}")
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0
+        """Temperature 0, or one whose reciprocal overflows (any logit divided by it would)."""
+        return self.temperature < _SMALLEST_DIVISOR
+
+
+_SMALLEST_DIVISOR = 1.0 / np.finfo(np.float64).max
+
+
+def _is_number(value, kind) -> bool:
+    return isinstance(value, kind) and not isinstance(value, (bool, np.bool_))
+
+
+def check_finite(logits: np.ndarray, where: str = "") -> None:
+    """Raise NonFiniteLogitsError (naming `where`) unless every logit is a finite number."""
+    finite = np.isfinite(logits)
+    if finite.all():
+        return
+    nan = int(np.isnan(logits).sum())
+    raise NonFiniteLogitsError(
+        f"{where + ': ' if where else ''}the model returned non-finite logits ({nan} NaN, "
+        f"{int(finite.size - finite.sum()) - nan} infinite, of {finite.size}): nothing can be sampled from them. "
+        f"The bundle's weights or graph are damaged or hold non-finite values (`gptoss verify BUNDLE` checks "
+        f"its files)")
 
 
 def apply_repetition_penalty(logits: np.ndarray, penalized, penalty: float) -> np.ndarray:
@@ -64,7 +89,10 @@ def candidates(logits: np.ndarray, params: SamplingParams) -> tuple[np.ndarray, 
     Most probable first when top-k or top-p is on; in id order otherwise (nothing needs sorting then, and
     a full sort of a 201k vocabulary costs more than the rest of the step).
     """
-    z = logits.astype(np.float64) / params.temperature
+    with np.errstate(over="ignore"):
+        z = logits.astype(np.float64) / params.temperature
+    if not np.isfinite(z.max()):                    # a temperature too small to divide by: its limit, greedy
+        return np.array([int(np.argmax(logits))]), np.array([1.0])
     z -= z.max()
     probs = np.exp(z)
     probs /= probs.sum()
@@ -95,6 +123,7 @@ def candidates(logits: np.ndarray, params: SamplingParams) -> tuple[np.ndarray, 
 
 def sample(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator, penalized=None) -> int:
     """One token id from `logits` [vocab] (see the module docstring for the order of operations)."""
+    check_finite(logits)
     z = apply_repetition_penalty(logits, penalized, params.repetition_penalty)
     if params.greedy:
         return int(np.argmax(z))

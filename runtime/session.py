@@ -20,14 +20,30 @@ from .providers import attach_plugin, resolve
 
 CPU = "CPUExecutionProvider"
 
-# Manifest value names -> the ORT enum they select.
-_ENUMS: dict[str, type] = {
+# What a manifest's target.session_options may hold: each known key with the values it accepts. Anything else is
+# refused (naming the key): an unknown key is a typo or a newer runtime's option, and some ORT options write files
+# (ep.context_file_path, optimized_model_filepath, profiling), which a bundle must not be able to ask for.
+_ENUMS: dict[str, type] = {                 # SessionOptions attributes set from an ORT enum, by member name
     "graph_optimization_level": ort.GraphOptimizationLevel,
     "execution_mode": ort.ExecutionMode,
 }
-# Plain SessionOptions attributes a manifest may set.
-_ATTRIBUTES = ("enable_cpu_mem_arena", "enable_mem_pattern", "enable_mem_reuse", "inter_op_num_threads",
-               "intra_op_num_threads", "log_severity_level", "use_deterministic_compute")
+_BOOL, _THREADS, _SEVERITY = (False, True), range(0, 1025), range(0, 5)
+_ATTRIBUTES: dict[str, tuple | range] = {    # plain SessionOptions attributes -> accepted values
+    "enable_cpu_mem_arena": _BOOL, "enable_mem_pattern": _BOOL, "enable_mem_reuse": _BOOL,
+    "use_deterministic_compute": _BOOL, "inter_op_num_threads": _THREADS, "intra_op_num_threads": _THREADS,
+    "log_severity_level": _SEVERITY,
+}
+_FLAG = ("0", "1")
+_CONFIG_ENTRIES: dict[str, tuple] = {       # dotted session config entries -> accepted values (strings)
+    "session.disable_cpu_ep_fallback": _FLAG, "session.disable_prepacking": _FLAG,
+    "session.use_env_allocators": _FLAG, "session.set_denormal_as_zero": _FLAG,
+    "session.disable_quant_qdq": _FLAG, "session.disable_double_qdq_remover": _FLAG,
+    "session.enable_quant_qdq_cleanup": _FLAG, "session.disable_aot_function_inlining": _FLAG,
+    "session.inter_op.allow_spinning": _FLAG, "session.intra_op.allow_spinning": _FLAG,
+    "session.force_spinning_stop": _FLAG, "optimization.enable_gelu_approximation": _FLAG,
+    "mlas.enable_gemm_fastmath_arm64_bfloat16": _FLAG, "ep.share_ep_contexts": _FLAG,
+    "session.qdq_matmulnbits_accuracy_level": ("0", "1", "2", "3", "4"),
+}
 
 
 @dataclass(frozen=True)
@@ -38,35 +54,59 @@ class SessionInfo:
 
 
 def session_options(manifest: Manifest, threads: int | None) -> ort.SessionOptions:
-    """The manifest's session options, plus `threads` (intra-op) when given."""
+    """The manifest's session options, plus `threads` (intra-op) when given; BundleError naming the key for an
+    option this runtime does not know or a value out of its range."""
     so = ort.SessionOptions()
     for key, value in manifest.target.session_options.items():
         where = f"{manifest.path}: 'target.session_options.{key}'"
         if key in _ENUMS:
-            enum = _ENUMS[key]
-            try:
-                setattr(so, key, getattr(enum, str(value)) if isinstance(value, str) else enum(value))
-            except (AttributeError, ValueError, TypeError):
-                known = [n for n in dir(enum) if n.startswith("ORT_")]
-                raise BundleError(f"{where} is {value!r}; known: {known}") from None
-        elif key == "config_entries" and isinstance(value, dict):
-            for k, v in value.items():
-                so.add_session_config_entry(str(k), str(v))
-        elif "." in key:                # e.g. "session.disable_cpu_ep_fallback": "1"
-            so.add_session_config_entry(key, str(value))
+            setattr(so, key, _enum_member(_ENUMS[key], value, where))
         elif key in _ATTRIBUTES:
-            try:
-                setattr(so, key, value)
-            except TypeError:
-                raise BundleError(f"{where} has the wrong type ({type(value).__name__})") from None
+            setattr(so, key, _attribute(_ATTRIBUTES[key], value, where))
+        elif key == "config_entries":
+            if not isinstance(value, dict):
+                raise BundleError(f"{where} must be an object of dotted config entries")
+            for k, v in value.items():
+                so.add_session_config_entry(k, _config_entry(k, v, f"{where[:-1]}.{k}'"))
+        elif "." in key:                # e.g. "session.disable_cpu_ep_fallback": "1"
+            so.add_session_config_entry(key, _config_entry(key, value, where))
         else:
-            known = sorted([*_ENUMS, *_ATTRIBUTES, "config_entries", "<dotted config entry>"])
+            known = sorted([*_ENUMS, *_ATTRIBUTES, "config_entries", *_CONFIG_ENTRIES])
             raise BundleError(f"{where} is not a session option this runtime knows; known: {known}")
     if threads is not None:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         so.intra_op_num_threads = threads
     return so
+
+
+def _enum_member(enum: type, value, where: str):
+    members = enum.__members__
+    if isinstance(value, str) and value in members:
+        return members[value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        for member in members.values():
+            if int(member) == value:
+                return member
+    raise BundleError(f"{where} is {value!r}; known: {list(members)}")
+
+
+def _attribute(accepted: tuple | range, value, where: str):
+    kind = bool if accepted == _BOOL else int
+    if type(value) is not kind or value not in accepted:
+        expected = "true or false" if kind is bool else f"an integer in [{accepted.start}, {accepted.stop - 1}]"
+        raise BundleError(f"{where} is {value!r}; expected {expected}")
+    return value
+
+
+def _config_entry(key, value, where: str) -> str:
+    if key not in _CONFIG_ENTRIES:
+        raise BundleError(f"{where} is not a session config entry this runtime knows; known: "
+                          f"{sorted(_CONFIG_ENTRIES)}")
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if text not in _CONFIG_ENTRIES[key]:
+        raise BundleError(f"{where} is {value!r}; expected one of {list(_CONFIG_ENTRIES[key])} (a string)")
+    return text
 
 
 NO_CPU_FALLBACK = "session.disable_cpu_ep_fallback"
