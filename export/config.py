@@ -318,21 +318,6 @@ DIMENSIONS: dict[str, str] = {
     "vocab": "vocab_size",
 }
 
-# `gptoss-export synth` dimension flag -> ModelConfig field (here, not in synth.py, so the command line knows its
-# options without the exporter's extra installed).
-DIMENSIONS: dict[str, str] = {
-    "layers": "num_hidden_layers",
-    "hidden": "hidden_size",
-    "intermediate": "intermediate_size",
-    "experts": "num_experts",
-    "top_k": "experts_per_token",
-    "heads": "num_attention_heads",
-    "kv_heads": "num_key_value_heads",
-    "head_dim": "head_dim",
-    "window": "sliding_window",
-    "vocab": "vocab_size",
-}
-
 PRESETS: dict[str, ModelConfig] = {
     "20b": ModelConfig(),
     "120b": ModelConfig(num_hidden_layers=36, num_experts=128),
