@@ -4,8 +4,9 @@
     python bench/quant_quality.py --preset 20b --layers 2 --tokens 64  # full width, 2 layers
     python bench/quant_quality.py ... --markdown docs/quantization.md  # append the table there
 
-For each scheme of the dense parts (attention, embedding, unembedding; experts stay exact MXFP4, router fp32)
-it exports a `cpu` bundle, scores one random token sequence through the runtime (prefill, then cached decode)
+For each scheme of the dense parts (attention, embedding, unembedding; experts stay exact MXFP4, router fp32), and
+with the int8 KV cache (`--kv-cache int8`, calibrated at export on compile/calibrate.py's text), it exports a `cpu`
+bundle, scores one random token sequence through the runtime (prefill, then cached decode)
 and reports the relative logit error ||got - ref|| / ||ref||, the max |diff| and the top-1 agreement.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -21,10 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-SCHEMES = {
-    "fp32": dict(attention="fp32", embedding="fp32", unembedding="fp32"),
-    "int8": dict(attention="int8", embedding="int8", unembedding="int8"),
-    "int4": dict(attention="int4", embedding="int4", unembedding="int4"),
+SCHEMES = {       # row -> (dense scheme, KV cache dtype: None = the cpu target's float32)
+    "fp32": (dict(attention="fp32", embedding="fp32", unembedding="fp32"), None),
+    "int8": (dict(attention="int8", embedding="int8", unembedding="int8"), None),
+    "int4": (dict(attention="int4", embedding="int4", unembedding="int4"), None),
+    "fp32, int8 KV cache": (dict(attention="fp32", embedding="fp32", unembedding="fp32"), "int8"),
+    "int8, int8 KV cache": (dict(attention="int8", embedding="int8", unembedding="int8"), "int8"),
 }
 
 
@@ -37,8 +41,9 @@ def measure(ckpt: Path, work: Path, tokens: np.ndarray) -> list[dict]:
 
     reference = load_model(ckpt)(torch.from_numpy(tokens)).numpy()
     rows = []
-    for name, quant in SCHEMES.items():
-        bundle = export_bundle(ckpt, work / f"bundle-{name}", target="cpu", quant=quant, force=True)
+    for name, (quant, kv_cache) in SCHEMES.items():
+        bundle = export_bundle(ckpt, work / f"bundle-{name.replace(', ', '-').replace(' ', '_')}", target="cpu",
+                               quant=quant, kv_cache=kv_cache, force=True)
         got = Model.load(bundle).logits(tokens.tolist())
         diff = got - reference
         rows.append({
@@ -48,6 +53,7 @@ def measure(ckpt: Path, work: Path, tokens: np.ndarray) -> list[dict]:
             "top1_agreement": float((got.argmax(-1) == reference.argmax(-1)).mean()),
             "bundle_bytes": sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file()),
         })
+        shutil.rmtree(bundle)                 # full-width fp32 bundles are GBs each: keep one at a time
     return rows
 
 
@@ -55,7 +61,7 @@ def to_markdown(rows: list[dict], args, command: str) -> str:
     lines = [f"### {args.preset} preset" + (f", {args.layers} layers" if args.layers else "")
              + f", {args.tokens} tokens, seed {args.seed}", "",
              f"`{command}` ({platform.node() or 'this machine'}, {time.strftime('%Y-%m-%d')})", "",
-             "| dense scheme | relative logit error | max abs diff | top-1 agreement | bundle |",
+             "| dense scheme, KV cache | relative logit error | max abs diff | top-1 agreement | bundle |",
              "|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['scheme']} | {r['relative_error']:.2e} | {r['max_abs_diff']:.3g} | "

@@ -34,7 +34,9 @@ MODES = ("concat", "shared", "static")
 MASKED = -1.0e4
 """What a static graph's additive mask holds where a key is not visible: finite on every backend (NPUs mishandle
 -inf, and float16 has no room for float32's lowest), yet exp() of it is 0 in any float precision: exact."""
-DTYPES = ("float32", "float16")
+DTYPES = ("float32", "float16", "int8")
+"""The cache's element type. int8 (shared mode only): ONNX Runtime's quantized GroupQueryAttention cache, one scale
+per (KV head, channel) that the graph holds as constants; the runtime only allocates int8 buffers."""
 LAYOUTS = ("BNSH",)
 DEVICES = ("host", "device")
 
@@ -87,6 +89,8 @@ class KVContract:
                 bad(f"{name} is {value!r}; known: {list(known)}")
         if self.num_kv_heads < 1 or self.head_dim < 1:
             bad(f"num_kv_heads ({self.num_kv_heads}) and head_dim ({self.head_dim}) must be positive")
+        if self.dtype == "int8" and self.mode != "shared":
+            bad(f"dtype int8 needs mode 'shared' (the attention op quantizes the rows it writes), not {self.mode!r}")
         n = self.num_layers
         for name, values in (("keep", self.keep), ("capacity", self.capacity)):
             if len(values) != n:

@@ -104,12 +104,14 @@ def _parse_quant(values: tuple[str, ...]) -> dict[str, str]:
                    "one (static targets), or the last.")
 @click.option("--layout", type=click.Choice(LAYOUTS), default=None,
               help="Force the checkpoint layout; 'original' takes OpenAI's original/ subfolder.")
+@click.option("--kv-cache", "kv_cache", type=click.Choice(["float32", "float16", "int8"]), default=None,
+              help="KV cache dtype other than the target's own (cpu: int8, calibrated at export; docs/quantization.md).")
 @click.option("--aot", is_flag=True, help="Also compile the graphs ahead of time with the target's execution "
                                          "provider (EP context models; e.g. qnn), so a device loads them as they are.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it holds a previous bundle (nothing else; never the "
                                            "checkpoint or a folder holding it).")
 def export(checkpoint: str, out: Path, revision: str | None, target: str, quant: tuple[str, ...],
-           logits: str | None, layout: str | None, aot: bool, force: bool) -> None:
+           logits: str | None, layout: str | None, kv_cache: str | None, aot: bool, force: bool) -> None:
     """Compile a gpt-oss CHECKPOINT into a self-contained bundle for one target.
 
     CHECKPOINT is a folder, or a Hugging Face repo id (openai/gpt-oss-20b) already in the local Hugging Face
@@ -117,7 +119,7 @@ def export(checkpoint: str, out: Path, revision: str | None, target: str, quant:
     from .pipeline import export_bundle
 
     export_bundle(checkpoint, out, target=target, quant=_parse_quant(quant), logits=logits, layout=layout,
-                  force=force, progress=True, aot=aot, revision=revision)
+                  force=force, progress=True, aot=aot, revision=revision, kv_cache=kv_cache)
 
 
 @main.command()

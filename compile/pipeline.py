@@ -46,6 +46,7 @@ class Plan:
     schemes: dict[str, str]
     logits: str
     aot: bool = False
+    kv_dtype: str | None = None        # a KV cache dtype other than the target's own (--kv-cache), else None
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,8 @@ class Written:
     weights: tuple[str, ...] = (WEIGHTS_FILE,)
 
 
-def plan(target: str | Target, quant: dict[str, str] | None, logits: str | None, aot: bool = False) -> Plan:
+def plan(target: str | Target, quant: dict[str, str] | None, logits: str | None, aot: bool = False,
+         kv_cache: str | None = None) -> Plan:
     tgt = target if isinstance(target, Target) else get_target(target)
     if aot and tgt.aot is None:
         raise ExportError(f"target {tgt.name} has no ahead-of-time step; drop --aot")
@@ -83,7 +85,7 @@ def plan(target: str | Target, quant: dict[str, str] | None, logits: str | None,
     if static and logits != "all":
         raise ExportError(f"target {tgt.name} has static shapes, whose graphs return every position's logits: "
                           f"--logits must be 'all', got {logits!r}")
-    return Plan(tgt, tgt.schemes(quant), logits, aot)
+    return Plan(tgt, tgt.schemes(quant), logits, aot, tgt.cache_dtype(kv_cache))
 
 
 def read(checkpoint_dir: str | Path, layout: str | None) -> Source:
@@ -108,7 +110,7 @@ def portable(source: Source, p: Plan) -> Portable:
 
 
 def lower(graphs: Portable, p: Plan, config: ModelConfig) -> Lowered:
-    ctx = LoweringContext(p.schemes)
+    ctx = LoweringContext(p.schemes, p.kv_dtype)
     contracts, lowered = set(), {}
     for role, graph in graphs.graphs.items():
         contract = graphs.contract
@@ -176,6 +178,19 @@ def ahead_of_time(p: Plan, folder: Path, written: Written) -> Written:
                    written.parts, weights)
 
 
+def calibrate(lowered: Lowered, written: Written, folder: Path, tokenizer: dict | None, config: ModelConfig,
+              log: Log) -> None:
+    """An int8 KV cache: measure its scales on a calibration prompt through the written graph (compile/calibrate.py)."""
+    if lowered.contract.kv.dtype != "int8":
+        return
+    from .calibrate import calibrate_int8_cache, calibration_ids
+
+    (graph_file,) = [part for f in written.graph_files.values() for part in f.parts]
+    ids = calibration_ids(folder / tokenizer["dir"] if tokenizer else None, config.vocab_size)
+    log.line(f"calibrating the int8 KV cache on {len(ids)} tokens")
+    calibrate_int8_cache(folder, graph_file, lowered.contract.kv, ids)
+
+
 def _uses_external_data(path: Path) -> bool:
     import onnx
 
@@ -201,15 +216,16 @@ def manifest(p: Plan, source: Source, lowered: Lowered, written: Written, tokeni
 def export_bundle(checkpoint_dir: str | Path, out_dir: str | Path, target: str | Target = "cpu",
                   quant: dict[str, str] | None = None, logits: str | None = None, force: bool = False,
                   layout: str | None = None, progress: bool = False, aot: bool = False,
-                  revision: str | None = None) -> Path:
+                  revision: str | None = None, kv_cache: str | None = None) -> Path:
     """Export a gpt-oss checkpoint into a self-contained bundle for one target. Returns the bundle path.
 
     checkpoint_dir: a folder, or a Hugging Face repo id found in the local cache (export/hub.py; `revision`:
     its branch, tag or commit, default main); layout "original" takes its original/ subfolder.
     logits: "selectable" (default on dynamic targets), "all" or "last"; static targets return "all".
-    aot: also compile the graphs ahead of time with the target's provider (targets with an AOT step)."""
+    aot: also compile the graphs ahead of time with the target's provider (targets with an AOT step).
+    kv_cache: a KV cache dtype other than the target's own, among its `kv_dtypes` (cpu: "int8", calibrated)."""
     log, out_dir, t0 = Log(progress), Path(out_dir), time.time()
-    p = plan(target, quant, logits, aot)
+    p = plan(target, quant, logits, aot, kv_cache)
     folder = resolve_checkpoint(checkpoint_dir, revision)
     log.stage(1, "validate", _named(checkpoint_dir, folder))
     source = read(folder, layout)
@@ -221,7 +237,9 @@ def export_bundle(checkpoint_dir: str | Path, out_dir: str | Path, target: str |
         log.stage(4, "lower", f"target {p.target.name}: {', '.join(x.name for x in p.target.passes) or 'no passes'}")
         lowered = lower(graphs, p, source.config)
         log.stage(5, "write", "weights, streamed")
-        written = ahead_of_time(p, tmp, write(lowered, tmp, source.checkpoint.release_pages, log))
+        written = write(lowered, tmp, source.checkpoint.release_pages, log)
+        calibrate(lowered, written, tmp, tokenizer, source.config, log)
+        written = ahead_of_time(p, tmp, written)
         log.stage(6, "manifest", "checksums")
         manifest(p, source, lowered, written, tokenizer, tmp, log).write(tmp)
     log.line(f"done in {time.time() - t0:.1f} s: {out_dir}")

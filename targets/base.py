@@ -12,6 +12,7 @@ portable.py, ...) that defines `TARGET`; `registry.py` finds them.
                    on one of them
       activations    the dtype the graph computes in ("float32", or "float16" on GPUs); the graph builder emits it
     kv_dtype       the KV cache's dtype; the graph builder emits it
+    kv_dtypes      other cache dtypes its passes can lower to, asked for with `--kv-cache` (cpu: int8)
     kv_device      the runtime keeps the (shared) cache on the provider's device rather than in host memory
       shapes         Dynamic() | Static(chunk, context); the graph builder emits them
       quant/allowed  per part, the default scheme and the schemes the target's kernels run
@@ -40,9 +41,11 @@ class TargetError(GptOssError):
 
 @dataclass(frozen=True)
 class LoweringContext:
-    """What every pass may read besides the graph: the weight scheme chosen for each part."""
+    """What every pass may read besides the graph: the weight scheme chosen for each part, and the KV cache dtype
+    asked for when it differs from the one the graph was built with (None: keep it)."""
 
     schemes: Mapping[str, str]
+    kv_dtype: str | None = None
 
 
 class Pass(Protocol):
@@ -103,6 +106,7 @@ class Target:
     kernels: tuple[str, ...] = ()               # targets/kernels/<name>.txt: the ops its provider runs
     activations: str = "float32"
     kv_dtype: str = "float32"
+    kv_dtypes: tuple[str, ...] = ()
     kv_device: bool = False
     shapes: Shapes = Dynamic()
     provider_options: Mapping[str, str] = field(default_factory=frozen)
@@ -120,6 +124,15 @@ class Target:
             raise TargetError(f"target {self.name!r} cannot run {part} as {scheme!r}; "
                               f"it can: {', '.join(self.allowed[part])}")
         return scheme
+
+    def cache_dtype(self, requested: str | None) -> str | None:
+        """The KV cache dtype to lower to: None for the target's own (`kv_dtype`), else one of `kv_dtypes`."""
+        if requested in (None, self.kv_dtype):
+            return None
+        if requested not in self.kv_dtypes:
+            raise TargetError(f"target {self.name!r} keeps its KV cache as {', '.join((self.kv_dtype, *self.kv_dtypes))}"
+                              f"; not {requested!r}")
+        return requested
 
     def schemes(self, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
         """Every part's scheme: the target's defaults with `overrides` (part -> scheme) applied and checked."""

@@ -9,6 +9,12 @@
         in the op's own window cache (sliding_window_cache = 1) of `window_factor` x window rows (the CPU kernel
         takes any capacity >= window, 2x compacts once per window; CUDA's needs exactly the window), or, where the
         kernel has no window cache (WebGPU), keep a full-length buffer in which the window is only a mask.
+
+    With an int8 cache asked for (`--kv-cache int8`, ctx.kv_dtype): the buffers are int8 and the op quantizes the
+    rows it writes (k_quant_type = v_quant_type = PER_CHANNEL, kv_cache_bit_width = 8) with one scale per (KV head,
+    channel) per layer, constants `layers.{i}.attn.k_scale` / `v_scale` [kv_heads * head_dim]. They are written as
+    ones here and measured after the bundle is written (compile/calibrate.py), from a calibration prompt run through
+    the same graph with a float32 cache.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Callable
 import numpy as np
 from onnx import TensorProto, helper
 
+from gptoss.bundle import names
 from gptoss.bundle.kv import KVContract
 from gptoss.bundle.manifest import GraphContract
 from gptoss.ir.graph import (GPTOSS_DOMAIN, MAX_POSITIONS, MS_DOMAIN, ROTARY_CONCENTRATION, ROTARY_INV_FREQ, Graph,
@@ -37,25 +44,56 @@ class AttentionToGQA:
     def __call__(self, graph: Graph, contract: GraphContract, ctx: LoweringContext) -> GraphContract:
         if contract.kv.mode != "concat":
             raise TargetError(f"{self.name} lowers the portable (concat) attention, not a {contract.kv.mode!r} one")
+        quantized = ctx.kv_dtype == "int8"
+        if ctx.kv_dtype not in (None, contract.kv.dtype, "int8"):
+            raise TargetError(f"{self.name}: a {ctx.kv_dtype} cache is not one GroupQueryAttention here can keep")
         cos, sin = _rotary_caches(graph, contract.kv.head_dim, np.dtype(contract.kv.dtype))
         seqlens, total = _absolute_lengths(graph)
-        for node in graph.nodes_of("Attention", GPTOSS_DOMAIN):
+        for i, node in enumerate(graph.nodes_of("Attention", GPTOSS_DOMAIN)):
             q, k, v, past_k, past_v, _cos, _sin, sinks = node.input
             attrs = node_attributes(node)
             window = attrs["window"]
             sliding = {"local_window_size": window if window > 0 else -1}
             if window > 0 and self.window_cache:
                 sliding["sliding_window_cache"] = 1
+            inputs = [q, k, v, past_k, past_v, seqlens, total, cos, sin, "position_ids", "", sinks]
+            if quantized:
+                inputs += _cache_scales(graph, i, contract.kv.num_kv_heads * contract.kv.head_dim)
+                sliding.update(INT8_CACHE)
             graph.replace_node(node, [helper.make_node(
-                "GroupQueryAttention", [q, k, v, past_k, past_v, seqlens, total, cos, sin, "position_ids", "", sinks],
-                list(node.output), name=node.name, domain=MS_DOMAIN, num_heads=attrs["num_heads"],
-                kv_num_heads=attrs["kv_num_heads"], do_rotary=1, rotary_interleaved=0, **sliding)])
+                "GroupQueryAttention", inputs, list(node.output), name=node.name, domain=MS_DOMAIN,
+                num_heads=attrs["num_heads"], kv_num_heads=attrs["kv_num_heads"], do_rotary=1, rotary_interleaved=0,
+                **sliding)])
         graph.opsets.setdefault(MS_DOMAIN, 1)
         kv: KVContract = contract.kv
         capacity = tuple(self.window_factor * w if w > 0 and self.window_cache else None for w in kv.window)
-        shared = dataclasses.replace(kv, mode="shared", capacity=capacity)
+        shared = dataclasses.replace(kv, mode="shared", capacity=capacity, dtype="int8" if quantized else kv.dtype)
         shared.validate()
+        if quantized:
+            _retype_cache_io(graph, kv.num_layers, TensorProto.INT8)
         return dataclasses.replace(contract, kv=shared)
+
+
+INT8_CACHE = {"k_quant_type": "PER_CHANNEL", "v_quant_type": "PER_CHANNEL", "kv_cache_bit_width": 8}
+
+
+def cache_scale_names(layer: int) -> tuple[str, str]:
+    """The constants holding layer `layer`'s int8 cache scales (key, value), [kv_heads * head_dim] float32."""
+    return f"layers.{layer}.attn.k_scale", f"layers.{layer}.attn.v_scale"
+
+
+def _cache_scales(graph: Graph, layer: int, channels: int) -> list[str]:
+    return [graph.weight(LazyTensor(name, (channels,), np.dtype(np.float32),
+                                    lambda: np.ones(channels, np.float32), "attention"))
+            for name in cache_scale_names(layer)]
+
+
+def _retype_cache_io(graph: Graph, layers: int, elem_type: int) -> None:
+    """The graph's cache inputs and outputs hold the cache's new element type."""
+    cache = {name for i in range(layers) for name in names.kv_names(i)}
+    for value in [*graph.inputs, *graph.outputs]:
+        if value.name in cache:
+            value.type.tensor_type.elem_type = elem_type
 
 
 def _rotary_caches(graph: Graph, head_dim: int, dtype: np.dtype) -> tuple[str, str]:
