@@ -42,7 +42,8 @@ class ChatResult:
     commentary: str = ""
     tool_calls: list[ToolCall] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)   # the assistant's messages, to append to history
-    finish_reason: str = "stop"                              # one of FINISH_REASONS
+    finish_reason: str = "stop"                              # one of FINISH_REASONS; "tool_call" only with
+                                                             # tool_calls (a <|call|> to no tool is "stop")
     token_ids: list[int] = field(default_factory=list)       # generated ids, stop token included
     prompt_tokens: int = 0
     reused_tokens: int = 0                                   # prompt tokens served from the cache

@@ -69,7 +69,8 @@ class ParsedResponse:
     commentary: str = ""
     tool_calls: list[ToolCall] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)  # to append to the conversation
-    stop: str | None = None  # "<|return|>", "<|call|>", or None when the stream just ended
+    stop: str | None = None  # "<|call|>" after a tool call, "<|return|>" (also a <|call|> closing no tool call:
+                             # StreamParser), or None when the stream just ended
 
 
 MessageLike = Union[Message, Mapping[str, Any]]

@@ -52,6 +52,12 @@ class StreamParser:
     text with no header (or a header with a newline or over 32 tokens) is content on `final`;
     a message cut off by <|start|> or by the end of the stream is closed as is; stray special
     tokens inside content are dropped; unparseable tool arguments leave `arguments_json` None.
+
+    `stop` says how the reply ended: "<|call|>" only when a `<|call|>` closed a tool call (a message with a tool
+    recipient, e.g. `to=functions.f`); "<|return|>" for a `<|return|>`, and for a `<|call|>` that closed anything
+    else (no recipient, or `to=all`/`user`/`assistant`): there is no tool to call, so it ends the reply as
+    `<|return|>` does, and a chat's finish reason is "stop", never "tool_call" with no tool calls. None: the stream
+    just ended (cut off).
     """
 
     def __init__(self, tokenizer: Tokenizer | Any = None, role: str | None = "assistant"):
@@ -62,6 +68,7 @@ class StreamParser:
         self._terminators = {ids["<|end|>"]: "<|end|>", ids["<|return|>"]: "<|return|>", ids["<|call|>"]: "<|call|>"}
         self.messages: list[Message] = []
         self.stop: str | None = None
+        self._closed: Message | None = None     # the message the token being fed closed, if any
         self._open_header(role)
 
     # -- state changes --------------------------------------------------------------------
@@ -93,6 +100,7 @@ class StreamParser:
             events.append(TextDelta(m.channel, tail, m.recipient))
         m.content = self.tok.decode(self._content)
         self.messages.append(m)
+        self._closed = m
         if _is_tool_call(m):
             events.append(ToolCallComplete(_tool_call(m)))
         events.append(MessageEnd(m, terminator))
@@ -104,6 +112,7 @@ class StreamParser:
         """Process one generated token; return the events it completes."""
         events: list[Event] = []
         token_id = int(token_id)
+        self._closed = None
         if self._state == "idle":
             if token_id == self._id["<|start|>"]:
                 self._open_header(None)
@@ -153,7 +162,10 @@ class StreamParser:
             events.append(TextDelta(self._current.channel, text, self._current.recipient))
 
     def _note_stop(self, token_id: int) -> None:
+        """Record how the reply ended (the class docstring: a `<|call|>` that closed no tool call is a return)."""
         name = self._terminators[token_id]
+        if name == "<|call|>" and (self._closed is None or not _is_tool_call(self._closed)):
+            name = "<|return|>"
         if name != "<|end|>":
             self.stop = name
 

@@ -67,6 +67,16 @@ def test_a_tool_call_ends_the_turn_with_its_arguments(tokenizer):
     assert by_channel == {"commentary": '{"city": "Paris"}'}
 
 
+@pytest.mark.parametrize("reply", ["<|channel|>final<|message|>Sunny, I guess.<|call|>",
+                                   "<|channel|>commentary to=all<|message|>Sunny, I guess.<|call|>"])
+def test_a_call_to_no_tool_is_an_ordinary_stop(tokenizer, reply):
+    """A <|call|> that closes no tool call ends the reply like <|return|> (harmony.StreamParser): finish_reason
+    "stop", where it used to be "tool_call" with an empty tool_calls."""
+    result, by_channel = chat_of(tokenizer, reply)
+    assert (result.finish_reason, result.tool_calls) == ("stop", [])
+    assert "Sunny, I guess." in (result.final, result.commentary)
+
+
 def test_a_reply_cut_by_the_budget_is_length(tokenizer):
     reply = "<|channel|>final<|message|>" + "word " * 50 + "<|return|>"
     result, by_channel = chat_of(tokenizer, reply, max_new_tokens=12)

@@ -317,6 +317,31 @@ def test_parser_invalid_json_arguments(tok):
     assert r.tool_calls[0].arguments_json == {"a": 1} and r.stop is None
 
 
+@pytest.mark.parametrize("text, said", [
+    ("<|channel|>final<|message|>Paris.<|call|>", {"final": "Paris."}),
+    ("<|channel|>commentary<|message|>checking<|call|>", {"commentary": "checking"}),
+    ("<|channel|>commentary to=all<|message|>hi<|call|>", {"commentary": "hi"}),
+    ("no header at all<|call|>", {"final": "no header at all"}),
+    ("<|call|>", {}),
+])
+def test_a_call_with_no_tool_recipient_ends_the_reply_like_return(tok, text, said):
+    """<|call|> means 'call the recipient'; with no tool recipient there is nothing to call: the reply ends as with
+    <|return|> (issue 12 item 7), so a chat says finish_reason "stop", never "tool_call" with no tool calls."""
+    r = H.parse_completion(encode(tok, text), tok)
+    assert r.tool_calls == [] and r.stop == "<|return|>"
+    assert {k: v for k, v in (("final", r.final), ("commentary", r.commentary)) if v} == said
+    parser = H.StreamParser(tok)                     # the message still records the token that closed it
+    ends = [e for t in encode(tok, text) for e in parser.feed(t) if isinstance(e, H.MessageEnd)]
+    assert [e.terminator for e in ends] == (["<|call|>"] if said else [])
+
+
+def test_a_tool_call_after_a_recipientless_call_still_stops_as_a_call(tok):
+    text = ("<|channel|>commentary<|message|>x<|call|><|start|>assistant<|channel|>commentary to=functions.f "
+            "<|constrain|>json<|message|>{}<|call|>")
+    r = H.parse_completion(encode(tok, text), tok)
+    assert r.stop == "<|call|>" and [c.name for c in r.tool_calls] == ["f"]
+
+
 def test_parser_never_raises_on_random_tokens(tok):
     rng = random.Random(0)
     specials = [tok.token_id(n) for n in ("<|start|>", "<|end|>", "<|message|>", "<|channel|>", "<|constrain|>",
