@@ -56,7 +56,8 @@ def _verify_option(f):
 
 
 def _sampling_options(f):
-    f = click.option("--seed", type=int, default=None, help="Seed: the same seed gives the same output.")(f)
+    f = click.option("--seed", type=click.IntRange(min=0), default=None,
+                     help="Seed (an integer >= 0): the same seed gives the same output.")(f)
     f = click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True,
                      help="0 decodes greedily.")(f)
     f = click.option("--max-new-tokens", type=click.IntRange(min=1), default=2048, show_default=True)(f)

@@ -21,7 +21,7 @@ from typing import Iterator
 import numpy as np
 
 from .engine import Cancelled, Engine
-from .errors import check_context
+from .errors import ArgumentError, check_context
 from .kv import KVCache
 from .sampling import SamplingParams, check_finite, sample
 
@@ -52,6 +52,9 @@ class Request:
             raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
         if not self.prompt:
             raise ValueError("the prompt is empty")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer))
+                                      or self.seed < 0):
+            raise ArgumentError(f"seed must be an integer >= 0 or None, got {self.seed!r}")
 
 
 @dataclass

@@ -160,12 +160,24 @@ def test_a_temperature_too_small_to_divide_by_is_greedy(model, temperature):
     (dict(temperature="0.7"), "temperature must be a finite number >= 0, got '0.7'"),
     (dict(top_p=float("nan")), "top_p must be a number in (0, 1]"),
     (dict(repetition_penalty=float("inf")), "repetition_penalty must be a finite number > 0"),
+    (dict(seed=-1), "seed must be an integer >= 0 or None, got -1"),       # numpy's own words named no seed
+    (dict(seed=1.5), "seed must be an integer >= 0 or None, got 1.5"),
 ])
 def test_bad_sampling_settings_are_argument_errors(model, kwargs, words):
     with pytest.raises(ArgumentError) as info:
         list(model.generate("hi", max_new_tokens=2, **kwargs))
     assert words in str(info.value)
     assert isinstance(info.value, ValueError) and isinstance(info.value, GptOssError)
+
+
+@pytest.mark.parametrize("command", [("run", "hi"), ("chat",)])
+def test_a_negative_seed_on_the_command_line_names_the_option(bundle, command):
+    """Click's usage error (status 2, no traceback) that names --seed, where numpy's 'expected non-negative
+    integer' used to name nothing."""
+    result = invoke(command[0], bundle, *command[1:], "--seed", -1, "--max-new-tokens", 2)
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    (error,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert "'--seed'" in error and "-1" in error and "x>=0" in error, result.output
 
 
 def test_integer_like_top_k_is_accepted():
