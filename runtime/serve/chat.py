@@ -67,10 +67,14 @@ def check_messages(messages) -> list:
         _check_content(m.get("content"), role, f"{where}.content", optional=role == "assistant")
         if role == "assistant":
             call_ids |= _check_calls(m.get("tool_calls"), f"{where}.tool_calls")
-        elif role == "tool" and m.get("tool_call_id") not in call_ids and not isinstance(m.get("name"), str):
+        elif role == "tool" and not _answers(m.get("tool_call_id"), call_ids) and not isinstance(m.get("name"), str):
             raise malformed(f"{where}.tool_call_id must name a call of an earlier assistant message, got "
                             f"{m.get('tool_call_id')!r}", f"{where}.tool_call_id")
     return messages
+
+
+def _answers(call_id, call_ids: set[str]) -> bool:
+    return isinstance(call_id, str) and call_id in call_ids      # a list or an object is no id (nor hashable)
 
 
 def _check_content(content, role: str, where: str, optional: bool) -> None:

@@ -119,7 +119,7 @@ def input_messages(value, calls: dict[str, str]) -> tuple[list[str], list[Messag
         if not isinstance(item, Mapping):
             raise malformed(f"{where} must be an object", where)
         kind = item.get("type", "message")
-        if kind not in _ITEMS:
+        if not isinstance(kind, str) or kind not in _ITEMS:
             raise unsupported(f"{where}.type", f"an input item of type {kind!r}")
         _ITEMS[kind](item, where, out, instructions, calls)
     return instructions, out
@@ -172,7 +172,7 @@ def _function_call(item, where, out, instructions, calls) -> None:
 
 def _function_call_output(item, where, out, instructions, calls) -> None:
     call_id, output = item.get("call_id"), item.get("output")
-    if call_id not in calls:
+    if not isinstance(call_id, str) or call_id not in calls:
         raise malformed(f"{where}.call_id {call_id!r} matches no function_call item before it", f"{where}.call_id")
     if not isinstance(output, str):
         raise malformed(f"{where}.output must be a string", f"{where}.output")
