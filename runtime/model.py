@@ -54,7 +54,7 @@ class Model:
     def load(cls, bundle_dir: str | Path, provider: str | None = None, threads: int | None = None,
              max_context: int | None = None, verify: bool = False, allow_fallback: bool = False,
              prefill_chunk: int | None = None, placement: Placement | None = None,
-             provider_options: dict | None = None) -> "Model":
+             provider_options: dict | None = None, session_options: dict | None = None) -> "Model":
         """Open a bundle: validate its manifest, create the sessions, check the provider took the graphs.
 
         provider: an ORT execution provider name (default: the manifest's target). threads: intra-op
@@ -64,6 +64,8 @@ class Model:
         allow_fallback: accept running on CPU when the requested provider is missing or did not take the graph.
         provider_options: options for the provider, instead of the bundle's (e.g. {"device_type": "GPU"} to pick a
         plugin EP's device).
+        session_options: ONNX Runtime session options over the bundle's own, from the same table of known keys and
+        values (runtime/session.py), e.g. {"session.intra_op.allow_spinning": "0"}.
         placement: where a shared KV cache lives; default: on the provider's device when the bundle says
         kv_cache.device "device" and the provider took the graph, else host numpy (kv.Placement()).
         """
@@ -75,7 +77,8 @@ class Model:
         if chunk < 1:
             raise ValueError(f"prefill_chunk must be >= 1, got {chunk}")
         tokenizer = _tokenizer(manifest)
-        sessions, info = create_sessions(manifest, provider, threads, allow_fallback, provider_options)
+        sessions, info = create_sessions(manifest, provider, threads, allow_fallback, provider_options,
+                                         session_options)
         if placement is None:
             placement = _placement(manifest, info)
         engine = engine_for(manifest, sessions, max_context, chunk, placement)

@@ -15,7 +15,7 @@ import onnxruntime as ort
 
 from gptoss.bundle import Manifest
 
-from .errors import BundleError, ProviderError
+from .errors import ArgumentError, BundleError, ProviderError
 from .providers import attach_plugin, resolve
 
 CPU = "CPUExecutionProvider"
@@ -53,31 +53,40 @@ class SessionInfo:
     fell_back: bool                     # the requested provider is not among them (allow_fallback=True)
 
 
-def session_options(manifest: Manifest, threads: int | None) -> ort.SessionOptions:
-    """The manifest's session options, plus `threads` (intra-op) when given; BundleError naming the key for an
-    option this runtime does not know or a value out of its range."""
+def session_options(manifest: Manifest, threads: int | None, overrides: dict | None = None) -> ort.SessionOptions:
+    """The manifest's session options, then `overrides` (the caller's, same keys and values, e.g.
+    {"session.intra_op.allow_spinning": "0"}), plus `threads` (intra-op) when given. An option this runtime does not
+    know, or a value out of its range: BundleError naming the manifest's key, ArgumentError for an override."""
     so = ort.SessionOptions()
     for key, value in manifest.target.session_options.items():
-        where = f"{manifest.path}: 'target.session_options.{key}'"
-        if key in _ENUMS:
-            setattr(so, key, _enum_member(_ENUMS[key], value, where))
-        elif key in _ATTRIBUTES:
-            setattr(so, key, _attribute(_ATTRIBUTES[key], value, where))
-        elif key == "config_entries":
-            if not isinstance(value, dict):
-                raise BundleError(f"{where} must be an object of dotted config entries")
-            for k, v in value.items():
-                so.add_session_config_entry(k, _config_entry(k, v, f"{where[:-1]}.{k}'"))
-        elif "." in key:                # e.g. "session.disable_cpu_ep_fallback": "1"
-            so.add_session_config_entry(key, _config_entry(key, value, where))
-        else:
-            known = sorted([*_ENUMS, *_ATTRIBUTES, "config_entries", *_CONFIG_ENTRIES])
-            raise BundleError(f"{where} is not a session option this runtime knows; known: {known}")
+        _apply(so, key, value, f"{manifest.path}: 'target.session_options.{key}'")
+    for key, value in (overrides or {}).items():
+        try:
+            _apply(so, key, value, f"session_options '{key}'")
+        except BundleError as e:
+            raise ArgumentError(str(e)) from None
     if threads is not None:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         so.intra_op_num_threads = threads
     return so
+
+
+def _apply(so: ort.SessionOptions, key: str, value, where: str) -> None:
+    if key in _ENUMS:
+        setattr(so, key, _enum_member(_ENUMS[key], value, where))
+    elif key in _ATTRIBUTES:
+        setattr(so, key, _attribute(_ATTRIBUTES[key], value, where))
+    elif key == "config_entries":
+        if not isinstance(value, dict):
+            raise BundleError(f"{where} must be an object of dotted config entries")
+        for k, v in value.items():
+            so.add_session_config_entry(k, _config_entry(k, v, f"{where[:-1]}.{k}'"))
+    elif "." in key:                # e.g. "session.disable_cpu_ep_fallback": "1"
+        so.add_session_config_entry(key, _config_entry(key, value, where))
+    else:
+        known = sorted([*_ENUMS, *_ATTRIBUTES, "config_entries", *_CONFIG_ENTRIES])
+        raise BundleError(f"{where} is not a session option this runtime knows; known: {known}")
 
 
 def _enum_member(enum: type, value, where: str):
@@ -142,10 +151,10 @@ def _attach(manifest: Manifest, provider: str | None, allow_fallback: bool, prov
 
 def create_sessions(manifest: Manifest, provider: str | None = None, threads: int | None = None,
                     allow_fallback: bool = False, provider_options: dict[str, Any] | None = None,
-                    ) -> tuple[dict[str, list[ort.InferenceSession]], SessionInfo]:
+                    overrides: dict | None = None) -> tuple[dict[str, list[ort.InferenceSession]], SessionInfo]:
     """One InferenceSession per graph file of the bundle (role -> its parts' sessions, in order), on the manifest's
-    (or the given) provider, each verified to have taken its graph."""
-    so = session_options(manifest, threads)
+    (or the given) provider, each verified to have taken its graph. overrides: session options over the bundle's."""
+    so = session_options(manifest, threads, overrides)
     requested, providers = _attach(manifest, provider, allow_fallback, provider_options, so)
     if providers is not None and any((p[0] if isinstance(p, tuple) else p) == CPU for p in providers):
         # The CPU runs (asked for, or as the fallback allowed): a bundle's "no CPU fallback" (an NPU target's)
