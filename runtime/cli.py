@@ -254,8 +254,9 @@ def verify(bundle):
 @click.option("--model-name", default=None, help="The model id clients ask for (default: the bundle folder's name).")
 @click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="On SIGTERM, seconds in-flight requests get to finish.")
+@_verify_option
 def serve(bundle, provider, threads, max_context, allow_fallback, host, port, parallel, max_queue, api_key,
-          model_name, shutdown_timeout):
+          model_name, shutdown_timeout, verify):
     """Serve BUNDLE over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/responses, /v1/models)."""
     from .serve import missing_extra
 
@@ -263,7 +264,7 @@ def serve(bundle, provider, threads, max_context, allow_fallback, host, port, pa
         raise _UserError(message)
     from .serve.server import default_model_name, run_server
 
-    model = _load(bundle, provider, threads, max_context, allow_fallback)
+    model = _load(bundle, provider, threads, max_context, allow_fallback, verify)
     run_server(model, model_name or default_model_name(bundle), host=host, port=port, parallel=parallel,
                max_queue=max_queue, api_key=api_key, grace=shutdown_timeout)
 
