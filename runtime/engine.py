@@ -8,6 +8,12 @@ knows its mode: kv/), binds a caller-owned logits buffer, runs, and lets the cac
     StaticEngine    static_engine.py: a fixed-chunk prefill graph and a one-token decode graph ("static" cache)
 
 `engine_for(manifest, sessions, ...)` picks the one the manifest's shapes call for.
+
+Batched decode: `decode_batch(caches, tokens)` appends one token to each of B sequences. The DynamicEngine over a
+shared host cache runs B slots of one `SlotPool` (kv/pool.py) as ONE graph call, input_ids and position_ids
+[B, 1], each sequence at its own position: the graph derives GroupQueryAttention's per-sequence seqlens_k from
+position_ids, and the experts are token-wise, so each row's logits are those of its sequence decoded alone.
+Slots must be adjacent in the pool to share a call (one block of memory per layer); other caches go one by one.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import onnxruntime as ort
 from gptoss.bundle import Manifest, names
 
 from .errors import check_context
-from .kv import HOST, KVCache, Placement, new_cache
+from .kv import HOST, KVCache, Placement, SlotCache, SlotPool, new_cache
 from .kv.storage import bind_array
 from .parts import Part, check_dtypes, parts_of
 
@@ -68,6 +74,37 @@ class Engine:
         """Append one token; write its logits into `out` (logits_buffer()) and return them as float32 [vocab]."""
         raise NotImplementedError
 
+    @property
+    def batches(self) -> bool:
+        """Whether `decode_batch` advances several sequences in one graph call (their caches: one SlotPool's)."""
+        return False
+
+    def new_pool(self, slots: int = 0, capacity: int = 256) -> SlotPool:
+        """Caches that can decode together (`decode_batch`): a SlotPool of `slots` slots (add more with
+        pool.add_slot()); `capacity` rows preallocated on the full layers of each."""
+        if not self.batches:
+            raise ValueError(f"{self.manifest.path}: batched decode needs a dynamic-shape bundle with a shared KV "
+                             f"cache on the host (this one: {self.kv.mode!r} cache, shapes "
+                             f"{type(self.manifest.shapes).__name__}, placement {self.placement.device or 'host'})")
+        return SlotPool(self.kv, slots, capacity)
+
+    def decode_batch(self, caches: list[KVCache], tokens, run_options: ort.RunOptions | None = None) -> np.ndarray:
+        """Append tokens[i] to caches[i] for each i; their logits float32 [B, vocab] (row i: caches[i]'s). Where the
+        engine `batches`, each run of adjacent slots of one SlotPool is one graph call; any other cache, one call."""
+        _check_batch(caches, tokens)
+        out = np.empty((len(caches), self.vocab), np.float32)
+        buffer = self.logits_buffer()
+        for run in _adjacent_runs(caches) if self.batches else [[i] for i in range(len(caches))]:
+            if len(run) == 1:
+                out[run[0]] = self.decode(caches[run[0]], int(tokens[run[0]]), buffer, run_options)
+            else:
+                out[run] = self._call_slots([caches[i] for i in run], [int(tokens[i]) for i in run], run_options)
+        return out
+
+    def _call_slots(self, slots: list[SlotCache], tokens: list[int], run_options) -> np.ndarray:
+        """Append one token to each of adjacent slots (in pool order) in one call; logits float32 [B, vocab]."""
+        raise NotImplementedError
+
     def prefill(self, cache: KVCache, token_ids, chunk: int | None = None, all_logits: bool = False,
                 cancel: "threading.Event | None" = None, run_options: ort.RunOptions | None = None) -> np.ndarray:
         """Feed `token_ids` in chunks. Returns the last row of logits (float32 [vocab]), or every row ([T, vocab])
@@ -89,7 +126,8 @@ class Engine:
         cache.last_logits = rows[-1][0]
         return cache.last_logits
 
-    def _run_parts(self, role: str, T: int, bind, out: np.ndarray, run_options: ort.RunOptions | None) -> None:
+    def _run_parts(self, role: str, T: int, bind, out: np.ndarray, run_options: ort.RunOptions | None,
+                   batch: int = 1) -> None:
         """Run graph `role`'s parts in order; `bind(binding, part)` binds a part's own inputs and cache, the hidden
         state flows from part to part, the last part writes the logits into `out`."""
         hidden = None
@@ -101,7 +139,7 @@ class Engine:
             if part.last:
                 bind_array(binding.bind_output, names.LOGITS, out)
             else:
-                hidden_out = np.empty((1, T, self.hidden), np.float32)
+                hidden_out = np.empty((batch, T, self.hidden), np.float32)
                 bind_array(binding.bind_output, names.HIDDEN_OUT, hidden_out)
             try:
                 part.session.run_with_iobinding(binding, run_options)
@@ -145,6 +183,52 @@ class DynamicEngine(Engine):
     def decode(self, cache, token, out, run_options=None):
         self._call(cache, np.array([token], dtype=np.int64), out, run_options)
         return out[0, -1].astype(np.float32, copy=False)
+
+    # ------------------------------------------------------------ batched decode
+    @property
+    def batches(self) -> bool:
+        return self.kv.mode == "shared" and not self.placement.on_device
+
+    def _call_slots(self, slots, tokens, run_options):
+        B, pool, first = len(slots), slots[0].pool, slots[0].index
+        ids = np.array(tokens, dtype=np.int64).reshape(B, 1)
+        positions = np.array([s.length for s in slots], dtype=np.int64).reshape(B, 1)
+        logits_from = np.zeros(1, dtype=np.int64)
+        out = np.empty((B, 1, self.vocab), self.logits_dtype)
+
+        def bind(binding: ort.IOBinding, part: Part) -> None:
+            for name, array in ((names.INPUT_IDS, ids), (names.POSITION_IDS, positions),
+                                (names.LOGITS_FROM, logits_from)):
+                if part.takes(name):
+                    bind_array(binding.bind_input, name, array)
+            pool.bind_run(binding, first, B, part.layers)
+
+        self._run_parts("main", 1, bind, out, run_options, batch=B)
+        for slot, token in zip(slots, tokens):
+            slot.commit([token])
+        return out[:, 0].astype(np.float32, copy=False)
+
+
+def _check_batch(caches, tokens) -> None:
+    if len(caches) != len(tokens):
+        raise ValueError(f"decode_batch: {len(caches)} caches but {len(tokens)} tokens")
+    if len({id(c) for c in caches}) != len(caches):
+        raise ValueError("decode_batch: a cache appears twice (one token per sequence per step)")
+
+
+def _adjacent_runs(caches) -> list[list[int]]:
+    """Indices into `caches`, grouped into runs of adjacent slots of one pool (in slot order); other caches alone."""
+    slots = sorted((i for i, c in enumerate(caches) if isinstance(c, SlotCache)),
+                   key=lambda i: (id(caches[i].pool), caches[i].index))
+    runs: list[list[int]] = [[i] for i, c in enumerate(caches) if not isinstance(c, SlotCache)]
+    last = None
+    for i in slots:
+        if last is not None and last.pool is caches[i].pool and last.index + 1 == caches[i].index:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+        last = caches[i]
+    return runs
 
 
 def engine_for(manifest: Manifest, sessions: dict[str, list[ort.InferenceSession]], max_context: int,

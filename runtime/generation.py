@@ -9,6 +9,9 @@ explicit steps, so a scheduler (a server) can interleave many sequences, one `st
     while not seq.done:
         event = seq.step()   feed the previously sampled token (if any), check the context, sample the next one
 
+Several sequences step together with `feed_pending(engine, seqs)` before their `step()`s: it feeds every pending
+token in one batched graph call (engine.decode_batch), and each `step()` then only samples.
+
 The only context check of a generation is here, before each token is sampled: a token that is handed to the
 caller always fits (the engine checks prefill itself, with the same function: errors.check_context).
 """
@@ -96,15 +99,23 @@ class Sequence:
         self.done = self.request.max_new_tokens == 0
         return True
 
+    @property
+    def pending(self) -> int | None:
+        """The token sampled last and not yet fed to the graph: what the next step feeds (None: nothing to feed)."""
+        return None if self.done or self.cancelled else self._pending
+
+    def adopt(self, logits: np.ndarray) -> None:
+        """The pending token was fed (here, or in a batched call: `feed_pending`); `logits` [vocab] come after it."""
+        self._logits = self.cache.last_logits = logits
+        self._pending = None
+
     def step(self) -> TokenEvent | None:
         """The next token (None when the sequence ended: budget, stop token, cancellation)."""
         if self.done or self.cancelled:
             self.done = True
             return None
         if self._pending is not None:
-            self._logits = self.engine.decode(self.cache, self._pending, self._buffer)
-            self.cache.last_logits = self._logits
-            self._pending = None
+            self.adopt(self.engine.decode(self.cache, self._pending, self._buffer))
         check_context(self.cache.length + 1, self.engine.max_context, "the prompt and the generated tokens",
                       self.generated)
         check_finite(self._logits, f"{self.engine.manifest.path}: the logits after position {self.cache.length - 1}")
@@ -120,6 +131,18 @@ class Sequence:
         if not self.done:
             self._pending = token
         return TokenEvent(token, text, len(self.generated) - 1, stop)
+
+
+def feed_pending(engine: Engine, seqs: list[Sequence]) -> None:
+    """Feed every sequence's pending token in one batched decode (engine.decode_batch), so each one's next `step()`
+    only samples. Sequences with nothing pending are left alone. Each sequence gets its own logits, as decoded alone
+    (bit for bit on the tiny bundles: tests/runtime/test_batched_decode.py), so its seeded sampling is its own."""
+    seqs = [s for s in seqs if s.pending is not None]
+    if not seqs:
+        return
+    logits = engine.decode_batch([s.cache for s in seqs], [s.pending for s in seqs])
+    for seq, row in zip(seqs, logits):
+        seq.adopt(row)
 
 
 def run(seq: Sequence) -> Iterator[TokenEvent]:
