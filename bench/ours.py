@@ -3,6 +3,7 @@ measures onnxruntime-genai (same prompt ids, same phases, same peak-RSS accounti
 
     python bench/ours.py measure BUNDLE [--threads 2] [--prompts 128 512 2048] [--contexts 1024 8192]
                                         [--new-tokens 32] [--fill prefill|synthetic]
+                                        [--session-option session.intra_op.allow_spinning=0 ...]
 
 Prints one JSON object on stdout. Phases:
   load     Model.load (session creation; ORT memory-maps model.weights)
@@ -29,12 +30,12 @@ from peer import dir_bytes, log, prompt_ids, reset_peak, vm_hwm_bytes, vm_rss_by
 
 
 class Ours:
-    def __init__(self, bundle: Path, threads: int):
+    def __init__(self, bundle: Path, threads: int, session_options: dict | None = None):
         from gptoss.runtime import Model
 
         reset_peak()
         t0 = time.perf_counter()
-        self.model = Model.load(bundle, threads=threads, max_context=131072)
+        self.model = Model.load(bundle, threads=threads, max_context=131072, session_options=session_options)
         self.load_s = time.perf_counter() - t0
         self.load_peak_rss_bytes = vm_hwm_bytes()
         self.rss_after_load_bytes = vm_rss_bytes()
@@ -84,11 +85,12 @@ class Ours:
 
 
 def measure(bundle: Path, threads: int = 2, prompts=(128, 512, 2048), contexts=(1024, 8192), new_tokens: int = 32,
-            seed: int = 0, fill: str = "prefill", warmup: bool = True) -> dict:
-    ours = Ours(bundle, threads)
+            seed: int = 0, fill: str = "prefill", warmup: bool = True, session_options: dict | None = None) -> dict:
+    ours = Ours(bundle, threads, session_options)
     log(f"loaded in {ours.load_s:.2f} s, RSS {ours.rss_after_load_bytes / 2**30:.2f} GiB")
     manifest = ours.model.manifest
-    result = {"bundle": str(bundle), "threads": threads, "model_bytes": dir_bytes(bundle),
+    result = {"bundle": str(bundle), "threads": threads, "session_options": session_options or {},
+              "model_bytes": dir_bytes(bundle),
               "num_hidden_layers": manifest.num_layers, "quant": manifest.quant,
               "load_s": ours.load_s, "load_peak_rss_bytes": ours.load_peak_rss_bytes,
               "rss_after_load_bytes": ours.rss_after_load_bytes, "warmup_s": ours.warmup() if warmup else None,
@@ -117,9 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--fill", choices=["prefill", "synthetic"], default="prefill")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--no-warmup", action="store_true")
+    m.add_argument("--session-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an ONNX Runtime session option over the bundle's, e.g. session.intra_op.allow_spinning=0")
     args = parser.parse_args(argv)
+    options = dict(kv.split("=", 1) for kv in args.session_option)
     result = measure(args.bundle, args.threads, args.prompts, args.contexts, args.new_tokens, args.seed, args.fill,
-                     warmup=not args.no_warmup)
+                     warmup=not args.no_warmup, session_options=options)
     print(json.dumps(result, indent=1))
     return 0
 
