@@ -3,14 +3,17 @@ sequence advanced one unit of work in turn.
 
     submit(job) ──► waiting (at most max_queue; then QueueFull -> 429) ──► a free slot: the one whose cache
                     shares the longest prefix with the prompt (its KV rows are reused), else a fresh one
-    one round:      each active job advances once, in turn:
+    one round:      the decoding jobs' pending tokens go through the engine together (one batched graph call
+                    when the backend's caches are slots of one pool: ModelBackend.feed_pending), then each active
+                    job advances once, in turn:
                       prefilling: one prefill chunk (a checkpoint at the end of the shared prefix and of the prompt)
-                      decoding:   one Sequence.step() -> its TokenEvent to job.emit
+                      decoding:   one Sequence.step() (it only samples, its token already fed) -> job.emit
                     a finished job emits one `Finished` and frees its slot (the cache keeps its rows for the next)
 
 Prefill is chunked and interleaved with decoding, so a long prompt delays the other streams by one chunk per
-round, not by its whole prefill. Decode steps run one sequence per graph call: `_round` is the seam where a
-batched engine would gather the decoding jobs' pending tokens into one [B, 1] call instead.
+round, not by its whole prefill. Decode steps are batched: the slots are one SlotPool's caches (runtime/kv/pool.py),
+and adjacent slots decode in one [B, 1] graph call (engine.decode_batch) that gives each sequence the logits it gets
+alone, so a seeded request's reply does not depend on what else runs.
 
 A job's `request.cancel` (a threading.Event) stops it between two units of work: a client that disconnects
 sets it. `begin_drain(grace)` (SIGTERM) refuses new jobs and, `grace` seconds later, stops whatever still runs
@@ -29,7 +32,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import ContextOverflowError
-from ..generation import Request, Sequence
+from ..generation import Request, Sequence, feed_pending
 
 log = logging.getLogger("gptoss.serve")
 
@@ -64,9 +67,16 @@ class ModelBackend:
         self.tokenizer = model.tokenizer
         self.max_context = model.max_context
         self.prefill_chunk = model.prefill_chunk
+        engine = model.engine
+        self._pool = engine.new_pool(capacity=min(256, model.max_context)) if engine.batches else None
 
     def new_cache(self):
-        return self.model.new_cache()
+        """A slot's cache: the next slot of the pool where the engine batches decode steps, else a cache alone."""
+        return self.model.new_cache() if self._pool is None else self._pool.add_slot()
+
+    def feed_pending(self, seqs) -> None:
+        """Feed the sequences' pending tokens together (one graph call per run of adjacent slots)."""
+        feed_pending(self.model.engine, seqs)
 
     def feed(self, cache, token_ids) -> None:
         """Append at most one prefill chunk of prompt tokens to `cache`."""
@@ -176,9 +186,25 @@ class Scheduler:
                         self._release(job)
 
     def _round(self, jobs: list[Job]) -> None:
-        """One unit of work for each active job, in turn (the seam for a batched decode step)."""
+        """One unit of work for each active job, in turn, after one batched decode of the decoding ones."""
+        self._feed_together(jobs)
         for job in jobs:
-            self._advance(job)
+            if not job.finished:
+                self._advance(job)
+
+    def _feed_together(self, jobs: list[Job]) -> None:
+        """Feed the pending tokens of the decoding jobs in one call when the backend can (`feed_pending`); their
+        steps then only sample. A failure fails those jobs, as a failed step does."""
+        feed = getattr(self.backend, "feed_pending", None)
+        batch = [j for j in jobs if j.seq is not None and not j.cancelled and getattr(j.seq, "pending", None) is not None]
+        if feed is None or len(batch) < 2:
+            return
+        try:
+            feed([j.seq for j in batch])
+        except Exception as e:                       # a bug or a provider failure: those jobs fail, not the server
+            log.exception("batched decode failed")
+            for job in batch:
+                self._finish(job, "error", f"{type(e).__name__}: {e}")
 
     def _advance(self, job: Job) -> None:
         try:
