@@ -7,6 +7,11 @@ from pathlib import Path, PurePosixPath
 
 from .errors import BundleError
 
+NAME_MAX, PATH_MAX = 255, 1024
+"""The longest file name (bytes of one path component: Linux's, macOS's and Windows' limit) and the longest relative
+path (bytes) a bundle may name: longer ones are refused up front, where the file system would answer with an
+OSError (ENAMETOOLONG) deep inside a check."""
+
 
 def sha256(path: Path, chunk: int = 1 << 22) -> str:
     h = hashlib.sha256()
@@ -18,12 +23,17 @@ def sha256(path: Path, chunk: int = 1 << 22) -> str:
 
 def plain(rel, where: str) -> PurePosixPath:
     """`rel` as a normalised relative posix path, refused (BundleError naming `where`) unless it is a non-empty
-    relative path without `..`, backslashes or NUL bytes: the part of `confined` that needs no file system."""
+    relative path without `..`, backslashes or NUL bytes, within NAME_MAX and PATH_MAX: the part of `confined` that
+    needs no file system."""
     if not isinstance(rel, str) or not rel or "\\" in rel or "\x00" in rel:
         raise BundleError(f"{where}: {rel!r} must be a plain relative path inside the bundle folder")
     pure = PurePosixPath(rel)
     if pure.is_absolute() or Path(rel).is_absolute() or ".." in pure.parts:
         raise BundleError(f"{where}: {rel!r} must be a plain relative path inside the bundle folder")
+    longest = max(len(part.encode("utf-8", "surrogatepass")) for part in pure.parts)
+    if longest > NAME_MAX or len(rel.encode("utf-8", "surrogatepass")) > PATH_MAX:
+        raise BundleError(f"{where}: {rel[:60]!r}... is too long (a name of at most {NAME_MAX} bytes, a path of "
+                          f"at most {PATH_MAX})")
     return pure
 
 

@@ -122,7 +122,7 @@ def _ranks_file(manifest: "Manifest") -> str:
     spec_path = folder / ENCODING_FILE
     try:
         doc = json.loads(spec_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (OSError, ValueError) as e:      # ValueError: bad JSON, bad UTF-8, an integer past 4300 digits
         raise TokenizerError(f"{spec_path}: cannot read it ({e})") from None
     ranks = doc.get("ranks_file") if isinstance(doc, dict) else None
     if not isinstance(ranks, str):

@@ -321,7 +321,7 @@ def load_manifest(bundle_dir: str | Path) -> Manifest:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BundleError(f"{path}: missing; is {bundle_dir} a bundle written by gptoss-export?") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except ValueError as e:         # JSONDecodeError, UnicodeDecodeError, an integer past 4300 digits
         raise BundleError(f"{path}: not valid JSON ({e})") from None
     manifest = Manifest.from_json(doc, path)
     named = [p for role in manifest.graphs for p in manifest.graph_paths(role)] + [

@@ -104,7 +104,7 @@ def read_tokenizer_dir(folder: Path) -> tuple[EncodingSpec, dict[bytes, int]]:
         doc = json.loads(spec_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise TokenizerError(f"{spec_path}: missing (a bundle's tokenizer folder needs it)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:       # JSONDecodeError, UnicodeDecodeError, an integer past 4300 digits
         raise TokenizerError(f"{spec_path}: not valid JSON: {exc}") from None
     spec = EncodingSpec.from_json(doc, spec_path)
     ranks_path = confined(Path(folder), spec.ranks_file, f"{spec_path}: 'ranks_file'")

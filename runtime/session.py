@@ -121,11 +121,21 @@ def _config_entry(key, value, where: str) -> str:
 NO_CPU_FALLBACK = "session.disable_cpu_ep_fallback"
 
 
+def _provider(manifest: Manifest, asked: str | None):
+    """The provider `asked` for, else the manifest's: an unknown name from the manifest is an error naming it."""
+    if asked is not None:
+        return resolve(asked)
+    try:
+        return resolve(manifest.target.execution_provider)
+    except ProviderError as e:
+        raise ProviderError(f"{manifest.path}: 'target.execution_provider': {e}") from None
+
+
 def _attach(manifest: Manifest, provider: str | None, allow_fallback: bool, provider_options: dict[str, Any] | None,
             so: ort.SessionOptions) -> tuple[str, list | None]:
     """Attach the requested provider: (its ONNX Runtime name, the providers list for InferenceSession, None when a
     plugin EP was attached to `so` instead)."""
-    p = resolve(provider or manifest.target.execution_provider)
+    p = _provider(manifest, provider)
     options = dict(provider_options if provider_options is not None
                    else manifest.target.provider_options if p.ep == manifest.target.execution_provider else {})
     if p.plugin is not None:
@@ -140,8 +150,9 @@ def _attach(manifest: Manifest, provider: str | None, allow_fallback: bool, prov
     if p.ep not in available:
         if not allow_fallback:
             raise ProviderError(
-                f"execution provider {p.ep!r} (target {manifest.target.name!r}) is not available in this "
-                f"onnxruntime build; available: {available}. {p.install}, or pass allow_fallback=True to run on CPU")
+                f"execution provider {p.ep!r} (target {manifest.target.name!r} of {manifest.path}) is not available "
+                f"in this onnxruntime build; available: {available}. {p.install}, or pass allow_fallback=True to run "
+                f"on CPU")
         return p.ep, [CPU]
     if p.ep == CPU:
         return p.ep, [(CPU, options)] if options else [CPU]
