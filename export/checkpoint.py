@@ -242,7 +242,12 @@ def _files_from_index(root: Path) -> dict[Path, list[str]]:
         rel = Path(fname)
         if rel.is_absolute() or rel.drive or ".." in rel.parts or "\\" in fname:
             raise CheckpointError(f"{index_path}: entry {key!r} points outside the checkpoint folder: {fname!r}")
-        if not (root / rel).is_file():
+        try:
+            found = (root / rel).is_file()
+        except OSError as e:        # a name too long, no permission
+            raise CheckpointError(f"{index_path}: entry {key!r}: file {fname[:60]!r} cannot be opened "
+                                  f"({e.strerror or e})") from None
+        if not found:
             raise CheckpointError(f"{index_path}: entry {key!r}: file {fname!r} not found")
         files.setdefault(root / rel, []).append(key)
     return files
@@ -331,7 +336,7 @@ def _check_dtypes_json(path: Path, tensors: dict[str, _Located]) -> None:
         if key not in tensors:
             continue  # a listing of more than this file holds is harmless
         stored = tensors[key].info.dtype
-        if _ORIGINAL_DTYPES.get(name) != stored:
+        if (_ORIGINAL_DTYPES.get(name) if isinstance(name, str) else None) != stored:
             raise CheckpointError(f"{path}: tensor {key!r} is listed as {name!r}, "
                                   f"but {tensors[key].file.path} stores it as {stored}")
 

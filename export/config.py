@@ -339,8 +339,10 @@ def preset(name: str) -> ModelConfig:
 
 def load_json(path: Path) -> dict:
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"{path}: file not found") from None
-    except json.JSONDecodeError as e:
+    except ValueError as e:         # JSONDecodeError, UnicodeDecodeError, an integer past 4300 digits
         raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    except OSError as e:            # a folder, no permission, a name too long
+        raise CheckpointError(f"{path}: cannot read it ({e.strerror or e})") from None

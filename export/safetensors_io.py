@@ -138,7 +138,7 @@ def _parse_header(path: Path) -> tuple[dict[str, str], dict[str, TensorInfo]]:
         raise CheckpointError(f"{path}: header is not a JSON object (it must begin with '{{')")
     try:
         header = json.loads(raw, object_pairs_hook=_unique_keys(path))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except ValueError as e:         # JSONDecodeError, UnicodeDecodeError, an integer past 4300 digits
         raise CheckpointError(f"{path}: header is not valid JSON ({e})") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: header is not a JSON object")
@@ -192,11 +192,11 @@ def _parse_entry(path: Path, key: str, entry, data_start: int, size: int) -> Ten
     if not isinstance(entry, dict):
         raise CheckpointError(f"{where}: header entry is not a JSON object")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise CheckpointError(f"{where}: unknown dtype {dtype!r}; known: {sorted(DTYPES)}")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):     # not a bool
         raise CheckpointError(f"{where}: malformed shape {shape!r}")
-    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(o, int) for o in offsets)
+    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets)
             or not 0 <= offsets[0] <= offsets[1]):
         raise CheckpointError(f"{where}: malformed data_offsets {offsets!r}")
     expected = math.prod(shape) * DTYPES[dtype].itemsize
