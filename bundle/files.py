@@ -30,8 +30,11 @@ def plain(rel, where: str) -> PurePosixPath:
     pure = PurePosixPath(rel)
     if pure.is_absolute() or Path(rel).is_absolute() or ".." in pure.parts:
         raise BundleError(f"{where}: {rel!r} must be a plain relative path inside the bundle folder")
-    longest = max(len(part.encode("utf-8", "surrogatepass")) for part in pure.parts)
-    if longest > NAME_MAX or len(rel.encode("utf-8", "surrogatepass")) > PATH_MAX:
+    try:
+        longest = max(len(part.encode("utf-8")) for part in pure.parts)
+    except UnicodeEncodeError:      # a lone surrogate ("\ud800" in JSON): no file system can name it
+        raise BundleError(f"{where}: {rel!r} is not a valid file name (not UTF-8 text)") from None
+    if longest > NAME_MAX or len(rel.encode("utf-8")) > PATH_MAX:
         raise BundleError(f"{where}: {rel[:60]!r}... is too long (a name of at most {NAME_MAX} bytes, a path of "
                           f"at most {PATH_MAX})")
     return pure
