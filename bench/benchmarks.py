@@ -1,6 +1,8 @@
-"""gpt-oss-20b on this machine: our bundle against onnxruntime-genai, side by side. Regenerates docs/benchmarks.md.
+"""gpt-oss-20b on this machine: our bundle against onnxruntime-genai (and llama.cpp, when asked), side by side.
+Regenerates docs/benchmarks.md.
 
     python bench/benchmarks.py [--work DIR] [--peer-python /work/peer-venv/bin/python] [--rounds 3] [--out-dir docs]
+                               [--llamacpp /work/llama-venv/bin/python] [--kv-int8]
     python bench/benchmarks.py --report-only [--work DIR] [--out-dir DIR]     # rewrite the page from the saved JSON
 
 Steps (each reuses what an earlier run left in --work):
@@ -8,11 +10,16 @@ Steps (each reuses what an earlier run left in --work):
      weights: the same bytes and shapes as the real model, so the same time and memory);
   2. our `cpu` bundles (gptoss-export export), the peer's int4 CPU models (its builder, via bench/peer.py in the
      peer's own virtual environment; the full 24 layers are not attempted: its builder needs ~15 GB for 2 layers);
-  3. measurements in fresh processes, ours and the peer's alternating, `--rounds` times: per round and side a cold
-     load (page cache dropped first), then load time (warm), time to first token for 128/512/2048-token prompts,
-     prefill tok/s, decode tok/s at 1k/8k/32k of context (32k: first round only), peak RSS; bundle size on disk.
+     with --llamacpp, llama.cpp's GGUFs of the slices (its own converter, via bench/llamacpp.py in that
+     interpreter's environment: MXFP4 experts as they are, Q8_0 dense; --work/gguf/);
+  3. measurements in fresh processes, the sides alternating (ours, the peer's, llama.cpp's), `--rounds` times: per
+     round and side a cold load (page cache dropped first), then load time (warm), time to first token for
+     128/512/2048-token prompts, prefill tok/s, decode tok/s at 1k/8k/32k of context (32k: first round only; the
+     peer 1k/8k), peak RSS; bundle size on disk.
      Every round's numbers are kept in --work/benchmarks.json; the page shows per metric the median, the spread
      (min-max) and the best (bench/stats.py);
+     with --kv-int8, the full model is also exported with `--kv-cache int8` and measured beside the default,
+     alternating round by round;
   4. per-layer costs from the 3-, 2- and 1-layer slices' medians, extrapolated to 24 layers, beside our full-size
      numbers (`--rounds` rounds of ours too);
   5. the decode floor: bytes of weights read per token divided by this machine's measured memory bandwidth;
@@ -41,7 +48,9 @@ REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
 DOCS = REPO / "docs"
 PEER_CONTEXTS = (1024, 8192)     # 32k: one 1024-token prefill chunk needs 8.6 GB of attention scores there
+LLAMACPP_OUTTYPE = "q8_0"        # the converter's type for the dense matrices: the closest to our int8 default
 EXPORT_CLI = str(Path(sys.executable).parent / "gptoss-export")
+KV_SUFFIX = {"int8": "_kv8"}     # --kv-cache of a variant bundle -> its folder's suffix
 
 
 def log(msg: str) -> None:
@@ -77,13 +86,17 @@ def ensure_checkpoint(work: Path, layers: int) -> Path:
     return ckpt
 
 
-def ensure_ours(work: Path, ckpt: Path, layers: int, rebuild: bool) -> tuple[Path, dict]:
-    bundle = work / ("ours20b" if layers == FULL_LAYERS else f"ours20b_L{layers}")
+def ensure_ours(work: Path, layers: int, rebuild: bool, kv_cache: str | None = None) -> tuple[Path, dict]:
+    """Our bundle of the slice (or the full model), exported when missing (the checkpoint too, only then);
+    kv_cache: an export with `--kv-cache` (its own folder, `_kv8` for int8)."""
+    bundle = work / (("ours20b" if layers == FULL_LAYERS else f"ours20b_L{layers}") + KV_SUFFIX.get(kv_cache, ""))
     info = {}
     if rebuild or not (bundle / "manifest.json").exists():
+        ckpt = ensure_checkpoint(work, layers)
+        extra = ["--kv-cache", kv_cache] if kv_cache else []
         t0 = time.perf_counter()
-        out = subprocess.run(["/usr/bin/time", "-f", "%M", EXPORT_CLI, "export",
-                              str(ckpt), "-o", str(bundle), "--force"], capture_output=True, text=True, check=True)
+        out = subprocess.run(["/usr/bin/time", "-f", "%M", EXPORT_CLI, "export", str(ckpt), "-o", str(bundle),
+                              "--force", *extra], capture_output=True, text=True, check=True)
         info = {"export_s": time.perf_counter() - t0, "export_peak_rss_bytes": int(out.stderr.split()[-1]) * 1024}
     return bundle, info
 
@@ -98,6 +111,19 @@ def ensure_peer(peer_python: str, work: Path, ckpt: Path, layers: int) -> tuple[
     return model, result
 
 
+def ensure_llamacpp(llama_python: str, work: Path, ckpt: Path, layers: int) -> tuple[Path, dict]:
+    """llama.cpp's GGUF of a slice (bench/llamacpp.py convert), reused when it is there; the conversion's JSON is
+    kept beside it."""
+    gguf = work / "gguf" / f"{ckpt.name}.{LLAMACPP_OUTTYPE}.gguf"
+    info_path = gguf.with_name(gguf.name + ".json")
+    if gguf.exists():
+        return gguf, (json.loads(info_path.read_text()) if info_path.exists() else {})
+    result = run_json([llama_python, BENCH / "llamacpp.py", "convert", ckpt, gguf, "--outtype", LLAMACPP_OUTTYPE])
+    info_path.parent.mkdir(parents=True, exist_ok=True)
+    info_path.write_text(json.dumps(result, indent=1))
+    return gguf, result
+
+
 # ------------------------------------------------------------------------------------- measuring
 def measure_ours(bundle: Path, contexts, fill: str) -> dict:
     return run_json([sys.executable, BENCH / "ours.py", "measure", bundle, "--prompts", *PROMPTS,
@@ -108,6 +134,11 @@ def measure_peer(peer_python: str, model: Path, contexts) -> dict:
     contexts = [c for c in contexts if c in PEER_CONTEXTS]
     return run_json([peer_python, BENCH / "peer.py", "measure", model, "--prompts", *PROMPTS,
                      "--contexts", *contexts, "--prefill-chunk", "1024"])
+
+
+def measure_llamacpp(llama_python: str, gguf: Path, contexts) -> dict:
+    return run_json([llama_python, BENCH / "llamacpp.py", "measure", gguf, "--prompts", *PROMPTS,
+                     "--contexts", *contexts])
 
 
 def cold_load(cmd: list) -> float | None:
@@ -152,11 +183,17 @@ def measure_slice(args, layers: int, have_peer: bool) -> dict:
     """One slice, `--rounds` rounds; per round, per side (ours first): a cold load, then the warm measurement.
     Dropping the page cache right before each side's own runs leaves its files cached for the warm one."""
     ckpt = ensure_checkpoint(args.work, layers)
-    ours_bundle, export_info = ensure_ours(args.work, ckpt, layers, args.rebuild)
+    ours_bundle, export_info = ensure_ours(args.work, layers, args.rebuild)
     entry = {"ours_export": export_info, "ours_runs": [], "peer_runs": [], "ours_cold_load_s": []}
     if have_peer:
         peer_model, entry["peer_build"] = ensure_peer(args.peer_python, args.work, ckpt, layers)
         entry["peer_cold_load_s"] = []
+    gguf = None
+    if args.llamacpp:
+        gguf, entry["llamacpp_convert"] = ensure_llamacpp(args.llamacpp, args.work, ckpt, layers)
+        entry["llamacpp_runs"], entry["llamacpp_cold_load_s"] = [], []
+        if not gguf.exists():
+            gguf = None                      # the conversion failed: its JSON says why, the other sides go on
     for rnd in range(args.rounds):
         contexts = CONTEXTS if rnd == 0 else CONTEXTS[:2]      # 32k prefill is long: once
         entry["ours_cold_load_s"].append(cold_load([sys.executable, BENCH / "ours.py", "measure", ours_bundle]))
@@ -164,22 +201,33 @@ def measure_slice(args, layers: int, have_peer: bool) -> dict:
         if have_peer:
             entry["peer_cold_load_s"].append(cold_load([args.peer_python, BENCH / "peer.py", "measure", peer_model]))
             entry["peer_runs"].append(measure_peer(args.peer_python, peer_model, contexts))
+        if gguf:
+            entry["llamacpp_cold_load_s"].append(cold_load([args.llamacpp, BENCH / "llamacpp.py", "measure", gguf]))
+            entry["llamacpp_runs"].append(measure_llamacpp(args.llamacpp, gguf, contexts))
     if have_peer:
         entry["fidelity"] = run_json([sys.executable, BENCH / "fidelity.py", ckpt, ours_bundle, peer_model,
                                       "--tokens", "64", "--peer-python", args.peer_python])
     entry["summary"] = {"ours": aggregate(entry["ours_runs"]), "peer": aggregate(entry["peer_runs"])}
+    if args.llamacpp:
+        entry["summary"]["llamacpp"] = aggregate(entry["llamacpp_runs"])
     return entry
 
 
 def measure_full(args, command: str) -> dict:
-    """Ours on all 24 layers, `--rounds` rounds (contexts filled synthetically, so every round has all three)."""
-    ckpt = ensure_checkpoint(args.work, FULL_LAYERS)
-    bundle, export_info = ensure_ours(args.work, ckpt, FULL_LAYERS, args.rebuild)
+    """Ours on all 24 layers, `--rounds` rounds (contexts filled synthetically, so every round has all three); with
+    --kv-int8 also the same model exported with `--kv-cache int8`, alternating with the default round by round."""
+    bundle, export_info = ensure_ours(args.work, FULL_LAYERS, args.rebuild)
+    variants = {"ours": bundle}
     full = {"ours_export": export_info, "ours_runs": [], "ours_cold_load_s": [], "command": command}
-    for _ in range(args.rounds):
-        full["ours_cold_load_s"].append(cold_load([sys.executable, BENCH / "ours.py", "measure", bundle]))
-        full["ours_runs"].append(measure_ours(bundle, CONTEXTS, "synthetic"))
-    full["summary"] = {"ours": aggregate(full["ours_runs"])}
+    if args.kv_int8:
+        variants["ours_kv8"], full["ours_kv8_export"] = ensure_ours(args.work, FULL_LAYERS, args.rebuild, "int8")
+        full["ours_kv8_runs"], full["ours_kv8_cold_load_s"] = [], []
+    for rnd in range(args.rounds):
+        for side in (variants if rnd % 2 == 0 else dict(reversed(variants.items()))):
+            b = variants[side]
+            full[f"{side}_cold_load_s"].append(cold_load([sys.executable, BENCH / "ours.py", "measure", b]))
+            full[f"{side}_runs"].append(measure_ours(b, CONTEXTS, "synthetic"))
+    full["summary"] = {side: aggregate(full[f"{side}_runs"]) for side in variants}
     full["bytes_per_token"] = bytes_per_token(bundle)
     return full
 
@@ -193,6 +241,11 @@ def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path("/work/bigbench"))
     ap.add_argument("--peer-python", default="/work/peer-venv/bin/python")
+    ap.add_argument("--llamacpp", metavar="PYTHON", default=None,
+                    help="also measure llama.cpp: the interpreter of the venv with llama-cpp-python (bench/README.md), "
+                         "e.g. /work/llama-venv/bin/python; off by default")
+    ap.add_argument("--kv-int8", action="store_true",
+                    help="also measure the full model exported with --kv-cache int8 (another ~12 GB bundle)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds per side (default 3): the page shows the median")
     ap.add_argument("--rebuild", action="store_true", help="re-export our bundles")
     ap.add_argument("--skip-full", action="store_true", help="no full 24-layer run (keeps the last one's numbers)")
@@ -215,6 +268,8 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     previous_full = json.loads(saved.read_text()).get("full") if saved.exists() else None
     have_peer = Path(args.peer_python).exists()
+    if args.llamacpp and not Path(args.llamacpp).exists():
+        sys.exit(f"--llamacpp {args.llamacpp}: no such interpreter (bench/README.md says how to make its venv)")
     results: dict = {"machine": machine(), "slices": {}, "command": command, "rounds": args.rounds}
     for layers in SLICES:
         results["slices"][layers] = measure_slice(args, layers, have_peer)

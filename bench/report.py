@@ -3,6 +3,9 @@
 Every timed number is the median of the rounds, with the spread and the best beside it:
 `median (min–max, best b)`, or `value (1 run)` for one measured once; the "gptoss advantage" column and the
 24-layer extrapolation use the medians. Peak RSS is the max over the rounds; sizes are as measured.
+
+The peers are sides of the JSON next to ours: `peer` (onnxruntime-genai, always a column) and `llamacpp` (llama.cpp,
+a column only when the run measured it: `bench/benchmarks.py --llamacpp PYTHON`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,28 @@ from stats import (
 )
 
 PEER = "onnxruntime-genai"
-TABLE_HEAD = [f"| metric | gptoss | {PEER} | gptoss advantage |", "|---|---|---|---|"]
+LLAMACPP = "llama.cpp"
+PEERS = {"peer": PEER, "llamacpp": LLAMACPP}       # side key in benchmarks.json -> its name, in column order
+
+
+def peers_in(s: dict) -> list[str]:
+    """The peers that get columns: onnxruntime-genai always (n/a where it did not run), llama.cpp when measured."""
+    return ["peer"] + (["llamacpp"] if any(e.get("llamacpp_runs") for e in s.values()) else [])
+
+
+def md_row(cells) -> str:
+    """`| a | b |`; an empty cell is `| |`."""
+    return "|" + "|".join(f" {c} " if c else " " for c in cells) + "|"
+
+
+def table_head(peers: list[str], first: str = "metric") -> list[str]:
+    """One peer: `| metric | gptoss | peer | gptoss advantage |`; more: a value column and an advantage column
+    (`gptoss vs NAME`) per peer."""
+    if len(peers) == 1:
+        cols = [PEERS[peers[0]], "gptoss advantage"]
+    else:
+        cols = [PEERS[k] for k in peers] + [f"gptoss vs {PEERS[k]}" for k in peers]
+    return [md_row([first, "gptoss", *cols]), "|" + "---|" * (2 + len(cols))]
 
 
 # ------------------------------------------------------------------------------------- numbers
@@ -78,13 +102,33 @@ def cold_load(entry: dict, side: str) -> dict | None:
 
 # ------------------------------------------------------------------------------------- header
 def rounds_note(s: dict) -> str:
-    runs = [e.get(k) or [] for e in s.values() for k in ("ours_runs", "peer_runs")]
+    runs = [e.get(k) or [] for e in s.values() for k in ("ours_runs", "peer_runs", "llamacpp_runs")]
     counts = "/".join(map(str, sorted({len(r) for r in runs if r}))) or "no"
     per_round_cold = any(isinstance(e.get("ours_cold_load_s"), list) for e in s.values())
-    return (f"{counts} rounds per side on each slice, ours and the peer's alternating in fresh processes "
-            "(bench/ours.py, bench/peer.py); the 32k context is decoded in the first round only; the cold loads "
+    if "llamacpp" in peers_in(s):
+        who = "the sides alternating in fresh processes (bench/ours.py, bench/peer.py, bench/llamacpp.py)"
+    else:
+        who = "ours and the peer's alternating in fresh processes (bench/ours.py, bench/peer.py)"
+    return (f"{counts} rounds per side on each slice, {who}; the 32k context is decoded in the first round only; "
+            "the cold loads "
             "(page cache dropped first) " + ("once per round, before that round's warm run." if per_round_cold
                                              else "once per side, after the rounds."))
+
+
+def llamacpp_note(s: dict) -> list[str]:
+    """What the llama.cpp side is, from its own runs' JSON (versions, CPU features, flash attention)."""
+    runs = [r for e in s.values() for r in ok_runs(e.get("llamacpp_runs"))]
+    if not runs:
+        return []
+    r = runs[0]
+    fa = next((line for line in r.get("llama_log", []) if "flash_attn" in line), None)
+    return [(f"llama.cpp is llama-cpp-python {r['versions'].get('llama-cpp-python')} (its vendored llama.cpp, "
+             "compiled here with `GGML_NATIVE=ON`), driven through its C API by bench/llamacpp.py: n_threads = "
+             f"n_threads_batch = {r['threads']}, micro-batch {r.get('ubatch')}, flash attention "
+             f"`{r.get('flash_attn')}`" + (f" (`{fa}`)" if fa else "") + ". It runs the GGUF its own converter "
+             "(`convert_hf_to_gguf.py --outtype q8_0`) makes of the same checkpoint: the MXFP4 experts as they are, "
+             "attention, embedding and output Q8_0 (int8, blocks of 32, fp16 scales), router, norms and sinks "
+             f"F32. CPU features: `{r.get('system_info', '')}`."), ""]
 
 
 def section_header(results: dict, s: dict, rendered_by: str | None) -> list[str]:
@@ -92,7 +136,8 @@ def section_header(results: dict, s: dict, rendered_by: str | None) -> list[str]
     regen = f"Regenerate: `{results['command']}` (about an hour; artifacts are kept in --work)."
     if rendered_by:
         regen += f" This page was written from that run's saved measurements by `{rendered_by}`."
-    return ["# Benchmarks: gpt-oss-20b on a 2-core CPU, gptoss vs onnxruntime-genai", "", regen, "",
+    title = " and ".join(PEERS[k] for k in peers_in(s))
+    return [f"# Benchmarks: gpt-oss-20b on a 2-core CPU, gptoss vs {title}", "", regen, "",
             (f"Machine: {m['cores']} cores ({m['cpu']}), {m['mem_gib']:.0f} GiB RAM, no GPU; both sides run with 2 "
             f"intra-op threads on onnxruntime 1.32.0. Memory read bandwidth (numpy sum over 2 GiB on 2 threads, best "
             f"of 5): **{results['bandwidth_gbs']:.1f} GB/s**."), "",
@@ -100,41 +145,56 @@ def section_header(results: dict, s: dict, rendered_by: str | None) -> list[str]
             "gpt-oss-20b, so every byte moved and every FLOP is the real model's. The peer is "
             "onnxruntime-genai's own builder (`-p int4 -e cpu`) and runtime; ours is `gptoss-export export` (target "
             "cpu, default schemes) and `gptoss.runtime`. Prompts are the same random text-token ids on both sides; "
-            "decoding is greedy."), "",
+            "decoding is greedy."), "", *llamacpp_note(s),
             "Each timed number is the **median** of the rounds, then the spread and the best: `median (min–max, "
             "best)`; `(1 run)` marks one measured once. The gptoss advantage is the ratio of the medians. Peak RSS "
             "is the highest of the rounds. " + rounds_note(s), ""]
 
 
 # ------------------------------------------------------------------------------------- per-slice tables
-def table_rows(label: str, o: dict, p: dict, o_cold, p_cold) -> list[str]:
-    """One slice's table: (metric, ours, peer, higher is better, digits); ours and peer are aggregate()s."""
-    g = _get
-    rows = [
-        ("load, warm (s)", g(o, "load_s"), g(p, "load_s"), False, 2),
-        ("load, cold page cache (s)", o_cold, p_cold, False, 2),
-        *[(f"time to first token, {n}-token prompt (s)", g(o, "prompts", n, "ttft_s"), g(p, "prompts", n, "ttft_s"),
-           False, 2) for n in PROMPTS],
-        ("prefill tok/s (2048-token prompt)", g(o, "prompts", 2048, "prefill_tok_s"),
-         g(p, "prompts", 2048, "prefill_tok_s"), True, 1),
-        *[(f"decode tok/s at {c // 1024}k context", g(o, "contexts", c, "decode_tok_s"),
-           g(p, "contexts", c, "decode_tok_s"), True, 2) for c in CONTEXTS],
-        ("peak RSS up to 8k context (GiB)", _gib(g(o, "peak_rss_bytes")), _gib(g(p, "peak_rss_bytes")), False, 2),
-        ("peak RSS with the 32k context (GiB)", _gib(g(o, "peak_rss_all_bytes")), None, False, 2),
-        ("model on disk (GiB)", _gib(g(o, "model_bytes")), _gib(g(p, "model_bytes")), False, 2),
-    ]
-    out = [f"#### {label}", "", *TABLE_HEAD]
-    for name, ov, pv, hib, d in rows:
-        out.append(f"| {name} | {fmt(ov, '', d)} | {fmt(pv, '', d)} | {ratio(ov, pv, hib)} |")
+def _rss_32k(a: dict):
+    """Peak RSS with the 32k context, for a side that decoded it."""
+    return _gib(a.get("peak_rss_all_bytes")) if 32768 in (a.get("contexts") or {}) else None
+
+
+# (metric, its value in one side's aggregate() (plus "cold_load"), higher is better, digits)
+SLICE_METRICS = [
+    ("load, warm (s)", lambda a: _get(a, "load_s"), False, 2),
+    ("load, cold page cache (s)", lambda a: a.get("cold_load"), False, 2),
+    *[(f"time to first token, {n}-token prompt (s)", lambda a, n=n: _get(a, "prompts", n, "ttft_s"), False, 2)
+      for n in PROMPTS],
+    ("prefill tok/s (2048-token prompt)", lambda a: _get(a, "prompts", 2048, "prefill_tok_s"), True, 1),
+    *[(f"decode tok/s at {c // 1024}k context", lambda a, c=c: _get(a, "contexts", c, "decode_tok_s"), True, 2)
+      for c in CONTEXTS],
+    ("peak RSS up to 8k context (GiB)", lambda a: _gib(a.get("peak_rss_bytes")), False, 2),
+    ("peak RSS with the 32k context (GiB)", _rss_32k, False, 2),
+    ("model on disk (GiB)", lambda a: _gib(a.get("model_bytes")), False, 2),
+]
+
+
+def table_rows(label: str, sides: dict, peers: list[str]) -> list[str]:
+    """One slice's table. sides: side key -> its aggregate() with its cold loads under "cold_load"."""
+    out = [f"#### {label}", "", *table_head(peers)]
+    for name, value, hib, d in SLICE_METRICS:
+        ov, pvs = value(sides["ours"]), [value(sides[k]) for k in peers]
+        out.append(f"| {name} | {fmt(ov, '', d)} | " + " | ".join(fmt(pv, '', d) for pv in pvs) + " | "
+                   + " | ".join(ratio(ov, pv, hib) for pv in pvs) + " |")
     return out + [""]
+
+
+def slice_sides(entry: dict) -> dict:
+    """side key -> aggregate() of its rounds on one slice, plus its cold loads (empty for a side that did not run)."""
+    return {k: {**aggregate(entry.get(f"{k}_runs") or []), "cold_load": cold_load(entry, k)}
+            for k in ("ours", *PEERS)}
 
 
 def section_slices(s: dict, agg: dict) -> list[str]:
     names = [str(L) for L in s]
     lines = [f"## Full width, {', '.join(names[:-1])} and {names[-1]} layers, side by side" if len(names) > 1
              else f"## Full width, {names[0]} layer(s), side by side", ""]
-    for L, (o, p) in agg.items():
-        lines += table_rows(f"{L}-layer slice", o, p, cold_load(s[L], "ours"), cold_load(s[L], "peer"))
+    peers = peers_in(s)
+    for L, sides in agg.items():
+        lines += table_rows(f"{L}-layer slice", sides, peers)
         lines += failed_rounds(s[L])
     return lines
 
@@ -142,7 +202,7 @@ def section_slices(s: dict, agg: dict) -> list[str]:
 def failed_rounds(entry: dict) -> list[str]:
     """A line per side with rounds that produced no numbers (left out of the table above)."""
     out = []
-    for key, name in (("ours_runs", "gptoss"), ("peer_runs", PEER)):
+    for key, name in (("ours_runs", "gptoss"), *((f"{k}_runs", v) for k, v in PEERS.items())):
         runs = entry.get(key) or []
         bad = len(runs) - len(ok_runs(runs))
         if bad:
@@ -182,42 +242,50 @@ def extrapolate(one: dict, two: dict, three: dict) -> dict:
     return out
 
 
-def extrapolated_rows(eo: dict, ep: dict) -> list[str]:
+def extrapolated_rows(eo: dict, eps: list[dict]) -> list[str]:
+    """eo: our extrapolate(); eps: each peer's, in column order."""
     lines = []
     for c in CONTEXTS:
-        o, p = eo.get(c), ep.get(c)
+        o, ps = eo.get(c), [ep.get(c) for ep in eps]
         if o:
-            lines.append(f"| decode ms per full / sliding layer, {c // 1024}k context | {o['full']:.2f} / "
-                         f"{o['sliding']:.2f} | " + (f"{p['full']:.2f} / {p['sliding']:.2f}" if p else "n/a") + " | |")
+            lines.append(md_row([f"decode ms per full / sliding layer, {c // 1024}k context",
+                                 f"{o['full']:.2f} / {o['sliding']:.2f}",
+                                 *[f"{p['full']:.2f} / {p['sliding']:.2f}" if p else "n/a" for p in ps],
+                                 *["" for _ in ps]]))
     for c in CONTEXTS:
-        o, p = eo.get(c), ep.get(c)
+        o, ps = eo.get(c), [ep.get(c) for ep in eps]
         if o:
-            lines.append(f"| **decode tok/s, 24 layers (extrapolated), {c // 1024}k context** | {1e3 / o['at24']:.2f} | "
-                         + (f"{1e3 / p['at24']:.2f} | {ratio(p['at24'], o['at24'])}" if p else "n/a | n/a") + " |")
-    for n in PROMPTS:
-        o, p = eo["ttft"].get(n), ep["ttft"].get(n)
-        if o and p:
-            lines.append(f"| time to first token, {n}-token prompt, 24 layers (extrapolated, s) | "
-                         f"{o['at24']:.1f} | {p['at24']:.1f} | {ratio(o['at24'], p['at24'], False)} |")
-    o, p = eo.get("load"), ep.get("load")
-    if o and p:
-        lines.append(f"| load, warm, 24 layers (extrapolated, s) | {o['at24']:.1f} | {p['at24']:.1f} | "
-                     f"{ratio(o['at24'], p['at24'], False)} |")
+            lines.append(md_row([f"**decode tok/s, 24 layers (extrapolated), {c // 1024}k context**",
+                                 f"{1e3 / o['at24']:.2f}", *[f"{1e3 / p['at24']:.2f}" if p else "n/a" for p in ps],
+                                 *[ratio(p['at24'], o['at24']) if p else "n/a" for p in ps]]))
+    timed = [(f"time to first token, {n}-token prompt, 24 layers (extrapolated, s)", eo["ttft"].get(n),
+              [ep["ttft"].get(n) for ep in eps]) for n in PROMPTS]
+    timed.append(("load, warm, 24 layers (extrapolated, s)", eo.get("load"), [ep.get("load") for ep in eps]))
+    for name, o, ps in timed:
+        if o and any(ps):
+            lines.append(md_row([name, f"{o['at24']:.1f}", *[f"{p['at24']:.1f}" if p else "n/a" for p in ps],
+                                 *[ratio(o['at24'], p['at24'], False) if p else "n/a" for p in ps]]))
     return lines
 
 
-def section_extrapolation(s: dict, eo: dict, ep: dict) -> list[str]:
+def section_extrapolation(s: dict, eo: dict, eps: dict) -> list[str]:
+    """eps: peer key -> its extrapolate(), for the peers with columns."""
     lines = ["## Per layer, and extrapolated to 24 layers", "",
              ("On a small slice the unembedding (201088 x 2880) dominates and hides what the layers cost. Layers "
              "0 and 2 use the sliding window and layer 1 attends to everything, so the 2-layer minus 1-layer "
              "slice is one full-attention layer and 3 minus 2 one sliding layer; gpt-oss-20b = 1-layer slice "
              "+ 11 sliding + 12 full layers. Computed from each slice's medians."), "",
-             f"| | gptoss | {PEER} | gptoss advantage |", "|---|---|---|---|", *extrapolated_rows(eo, ep), ""]
+             *table_head(list(eps), first=""), *extrapolated_rows(eo, list(eps.values())), ""]
     for L in SLICES:
         b = s[L].get("peer_build") or {}
         if b.get("peak_rss_bytes"):
             lines.append(f"- Peer builder, {L} layer(s): {b.get('wall_s', 0):.0f} s, peak RSS "
                          f"{b['peak_rss_bytes'] / 2**30:.1f} GiB.")
+    for L in SLICES:
+        b = s[L].get("llamacpp_convert") or {}
+        if b.get("peak_rss_bytes"):
+            lines.append(f"- llama.cpp converter, {L} layer(s): {b.get('wall_s', 0):.0f} s, peak RSS "
+                         f"{b['peak_rss_bytes'] / 2**30:.1f} GiB, GGUF {b.get('model_bytes', 0) / 2**30:.2f} GiB.")
     return lines + ["", ("The peer's builder decodes every expert to bf16 while it works (about 1.6 GB more RSS per "
                     "layer: ~51 GB for 24 layers), so the full model cannot be built on this 24 GB machine; the full "
                     "model is compared through the extrapolation above. Our exporter streams: 2.7 GB peak for all 24 "
@@ -259,17 +327,36 @@ def section_floor(results: dict, f: dict) -> list[str]:
             f"{fmt(d1, ' tok/s', 2)} (median), **{100 * (d1 or 0) / floor:.0f}% of the floor's speed**."), ""]
 
 
+def section_kv8(results: dict, f: dict, k: dict) -> list[str]:
+    """The same 24 layers exported with `--kv-cache int8`, measured alternating with the default (an option: it costs
+    fidelity, docs/quantization.md)."""
+    lines = ["### The int8 KV cache option (`--kv-cache int8`), all 24 layers", "",
+             ("The same checkpoint exported with `gptoss-export export CK -o B --kv-cache int8` (scales calibrated at "
+              "export), measured in the same run, the two bundles alternating round by round. It is an option, not "
+              "the default: its fidelity cost is in [quantization.md](quantization.md)."), "",
+             "| decode tok/s, median (min-max) | float32 cache (default) | int8 cache | int8 / float32 |",
+             "|---|---|---|---|"]
+    for c in CONTEXTS:
+        a, b = _get(f, "contexts", c, "decode_tok_s"), _get(k, "contexts", c, "decode_tok_s")
+        lines.append(f"| {c // 1024}k context | {fmt(a, '', 2)} | {fmt(b, '', 2)} | {ratio(b, a, True)} |")
+    lines.append(f"| peak RSS while generating (GiB) | {fmt(_gib(f.get('peak_rss_all_bytes')), '', 2)} | "
+                 f"{fmt(_gib(k.get('peak_rss_all_bytes')), '', 2)} | |")
+    return lines + [""]
+
+
 # ------------------------------------------------------------------------------------- plot
-def decode_series(agg: dict, ep: dict | None, f: dict | None) -> dict[str, dict]:
+def decode_series(agg: dict, eps: dict, f: dict | None, peers: list[str], kv8: dict | None = None) -> dict[str, dict]:
     """label -> {context: decode tok/s summary (or a plain number for an extrapolation)}."""
-    series = {f"gptoss, {L} layers": {c: v["decode_tok_s"] for c, v in o.get("contexts", {}).items()}
-              for L, (o, _) in agg.items()}
-    series.update({f"{PEER}, {L} layers": {c: v["decode_tok_s"] for c, v in p.get("contexts", {}).items()}
-                   for L, (_, p) in agg.items()})
-    if ep:
-        series[f"{PEER}, 24 layers (extrapolated)"] = {c: 1e3 / ep[c]["at24"] for c in CONTEXTS if ep.get(c)}
+    series = {}
+    for key, name in (("ours", "gptoss"), *((k, PEERS[k]) for k in peers)):
+        series.update({f"{name}, {L} layers": {c: v["decode_tok_s"] for c, v in sides[key].get("contexts", {}).items()}
+                       for L, sides in agg.items()})
+    for key, ep in eps.items():
+        series[f"{PEERS[key]}, 24 layers (extrapolated)"] = {c: 1e3 / ep[c]["at24"] for c in CONTEXTS if ep.get(c)}
     if f:
         series["gptoss, 24 layers"] = {c: v["decode_tok_s"] for c, v in f.get("contexts", {}).items()}
+    if kv8:
+        series["gptoss, 24 layers, int8 KV cache"] = {c: v["decode_tok_s"] for c, v in kv8.get("contexts", {}).items()}
     return series
 
 
@@ -289,7 +376,7 @@ def plot(path: Path, series: dict[str, dict]) -> None:
         lo = [y - (points[x]["min"] if is_summary(points[x]) else y) for x, y in zip(xs, ys)]
         hi = [(points[x]["max"] if is_summary(points[x]) else y) - y for x, y in zip(xs, ys)]
         ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=label,
-                    linestyle="--" if PEER in label else "-")
+                    linestyle="--" if PEER in label else ":" if LLAMACPP in label else "-")
     ax.set_xscale("log", base=2)
     ax.set_xticks(list(CONTEXTS), [f"{c // 1024}k" for c in CONTEXTS])
     ax.set_xlabel("context (tokens)")
@@ -307,17 +394,19 @@ def write_report(results: dict, md: Path, png: Path, rendered_by: str | None = N
     """results: benchmarks.json as bench/benchmarks.py writes it (slice keys may be ints or strings).
     rendered_by: the command line, when the page is written from saved measurements (--report-only)."""
     s = {int(L): e for L, e in sorted(results["slices"].items(), key=lambda kv: int(kv[0]))}
-    agg = {L: (aggregate(e["ours_runs"]), aggregate(e.get("peer_runs", []))) for L, e in s.items()}
+    agg = {L: slice_sides(e) for L, e in s.items()}
+    peers = peers_in(s)
     lines = section_header(results, s, rendered_by) + section_slices(s, agg) + section_fidelity(s)
-    ep = None
+    eps = {}
     if all(L in agg for L in SLICES):
-        eo = extrapolate(*(medians(agg[L][0]) for L in SLICES))
-        ep = extrapolate(*(medians(agg[L][1]) for L in SLICES))
-        lines += section_extrapolation(s, eo, ep)
+        eo = extrapolate(*(medians(agg[L]["ours"]) for L in SLICES))
+        eps = {k: extrapolate(*(medians(agg[L][k]) for L in SLICES)) for k in peers}
+        lines += section_extrapolation(s, eo, eps)
     f = aggregate(results["full"]["ours_runs"]) if results.get("full") else None
+    kv8 = aggregate(results["full"]["ours_kv8_runs"]) if f and results["full"].get("ours_kv8_runs") else None
     if f:
-        lines += section_full(results, f) + section_floor(results, f)
-    plot(png, decode_series(agg, ep, f))
+        lines += section_full(results, f) + (section_kv8(results, f, kv8) if kv8 else []) + section_floor(results, f)
+    plot(png, decode_series(agg, {k: e for k, e in eps.items() if any(e.get(c) for c in CONTEXTS)}, f, peers, kv8))
     lines += [f"![decode tok/s vs context, median of the rounds, bars from the slowest to the fastest]({png.name})",
               ""]
     md.write_text("\n".join(lines))
