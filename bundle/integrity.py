@@ -1,6 +1,6 @@
 """A bundle's files against the manifest's `files` listing ({relative path: {"bytes", "sha256"}}).
 
-Every load (`check_files(manifest)`, a stat per file):
+Every load (`check_files(manifest)`: a stat per file, and a scan of each graph's protobuf for the files it names):
     every file the runtime will read is listed: the graph parts, the files their graphs name (external data, EP
         context binaries: onnx_refs.py), the weights, the tokenizer folder's encoding.json, its ranks file and the
         manifest's tokenizer.files; an unlisted one is refused, so deleting a file's entry (or `files: {}`) does
