@@ -5,8 +5,8 @@ the gaps between kernels, and the Python around the call.
                                           [--session-option session.intra_op.allow_spinning=0 ...] [--markdown F]
 
 Two phases in one process, one after the other (never both sessions at once: a 20b session holds ~12 GB):
-  1. the runtime: Model.load, `--context` positions of random keys and values written into the cache
-     (cache.fill_random), then `--steps` greedy steps through Engine.decode; per step its wall time (what an app sees)
+  1. the runtime: Model.load, `--context` positions in the cache (random keys and values written by
+     cache.fill_random, then a real 128-token prefill, which pages in every expert), then `--steps` greedy steps through Engine.decode; per step its wall time (what an app sees)
      and the wall of the InferenceSession call inside it (run_with_iobinding), so Python per step = the difference;
   2. ONNX Runtime's profiler on the same graph file, fed the same shapes (one token at position `--context` over
      buffers of the cache's rows), `--steps` calls after two warm-ups: per call `model_run` (the session's own time),
@@ -29,15 +29,21 @@ from pathlib import Path
 import numpy as np
 
 
+WARM_PREFILL = 128
+
+
 def runtime_phase(bundle: Path, context: int, steps: int, threads: int, options: dict) -> dict:
     """Wall per Engine.decode step, and of the session call inside it."""
     from gptoss.runtime import Model
 
     model = Model.load(bundle, threads=threads, max_context=max(context + steps + 8, 4096), session_options=options)
     cache = model.new_cache(context + steps + 2)
-    cache.fill_random(context, 0)
+    warm = min(WARM_PREFILL, context)
+    cache.fill_random(context - warm, 0)
     engine = model.engine
-    token = int(np.argmax(engine.prefill(cache, [1000])))
+    # the last `warm` positions are a real prefill: its tokens route to (nearly) every expert, so the timed steps
+    # find the weights in memory rather than paging them in
+    token = int(np.argmax(engine.prefill(cache, list(range(1000, 1000 + warm)))))
     buf = engine.logits_buffer()
     session_s = [0.0]                               # the session calls' wall in the current step
     for parts in engine.parts.values():             # time each InferenceSession call a step makes

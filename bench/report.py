@@ -123,7 +123,7 @@ def llamacpp_note(s: dict) -> list[str]:
     r = runs[0]
     fa = next((line for line in r.get("llama_log", []) if "flash_attn" in line), None)
     return [(f"llama.cpp is llama-cpp-python {r['versions'].get('llama-cpp-python')} (its vendored llama.cpp, "
-             "compiled here with `GGML_NATIVE=ON`), driven through its C API by bench/llamacpp.py: n_threads = "
+             "compiled here with `GGML_NATIVE=ON` and AMX off, as bench/README.md says why), driven through its C API by bench/llamacpp.py: n_threads = "
              f"n_threads_batch = {r['threads']}, micro-batch {r.get('ubatch')}, flash attention "
              f"`{r.get('flash_attn')}`" + (f" (`{fa}`)" if fa else "") + ". It runs the GGUF its own converter "
              "(`convert_hf_to_gguf.py --outtype q8_0`) makes of the same checkpoint: the MXFP4 experts as they are, "
@@ -311,8 +311,10 @@ def section_full(results: dict, f: dict) -> list[str]:
     lines.append(f"| prefill tok/s (2048) | {fmt(_get(f, 'prompts', 2048, 'prefill_tok_s'))} |")
     for c in CONTEXTS:
         lines.append(f"| decode tok/s at {c // 1024}k context | {fmt(_get(f, 'contexts', c, 'decode_tok_s'), '', 2)} |")
+    note = _get(full, "ours_export", "note")
     return lines + [f"| peak RSS while generating (GiB) | {fmt(_gib(f.get('peak_rss_bytes')), '', 2)} |",
-                    f"| bundle on disk (GiB) | {fmt(_gib(f.get('model_bytes')), '', 2)} |", ""]
+                    f"| bundle on disk (GiB) | {fmt(_gib(f.get('model_bytes')), '', 2)} |", "",
+                    *([f"Export: {note}.", ""] if note else [])]
 
 
 def section_floor(results: dict, f: dict) -> list[str]:
@@ -341,7 +343,13 @@ def section_kv8(results: dict, f: dict, k: dict) -> list[str]:
         lines.append(f"| {c // 1024}k context | {fmt(a, '', 2)} | {fmt(b, '', 2)} | {ratio(b, a, True)} |")
     lines.append(f"| peak RSS while generating (GiB) | {fmt(_gib(f.get('peak_rss_all_bytes')), '', 2)} | "
                  f"{fmt(_gib(k.get('peak_rss_all_bytes')), '', 2)} | |")
-    return lines + [""]
+    full = results["full"]
+    exports = [full.get("ours_export") or {}, full.get("ours_kv8_export") or {}]
+    lines.append("| export time (s) / peak RSS (GiB) | " + " | ".join(
+        f"{fmt(e.get('export_s'), '', 0)} / {fmt(_gib(e.get('export_peak_rss_bytes')), '', 2)}" for e in exports)
+        + " | |")
+    notes = [f"- {name}: {e['note']}." for name, e in zip(("float32 export", "int8 export"), exports) if e.get("note")]
+    return lines + ([""] + notes if notes else []) + [""]
 
 
 # ------------------------------------------------------------------------------------- plot
