@@ -58,8 +58,9 @@ def measure(ckpt: Path, work: Path, tokens: np.ndarray) -> list[dict]:
 
 
 def to_markdown(rows: list[dict], args, command: str) -> str:
-    lines = [f"### {args.preset} preset" + (f", {args.layers} layers" if args.layers else "")
-             + f", {args.tokens} tokens, seed {args.seed}", "",
+    model = (f"checkpoint {Path(args.checkpoint).name}" if args.checkpoint else
+             f"{args.preset} preset" + (f", {args.layers} layers" if args.layers else ""))
+    lines = [f"### {model}, {args.tokens} tokens, seed {args.seed}", "",
              f"`{command}` ({platform.node() or 'this machine'}, {time.strftime('%Y-%m-%d')})", "",
              "| dense scheme, KV cache | relative logit error | max abs diff | top-1 agreement | bundle |",
              "|---|---|---|---|---|"]
