@@ -22,6 +22,7 @@ Steps (each reuses what an earlier run left in --work):
      alternating round by round;
   4. per-layer costs from the 3-, 2- and 1-layer slices' medians, extrapolated to 24 layers, beside our full-size
      numbers (`--rounds` rounds of ours too);
+     then aggregate decode tok/s of B = 1, 2, 4, 8 sequences per graph call (bench/batched_decode.py, ~1k each);
   5. the decode floor: bytes of weights read per token divided by this machine's measured memory bandwidth;
   6. OUT_DIR/benchmarks.md and OUT_DIR/benchmarks-decode.png (bench/report.py).
 """
@@ -50,7 +51,8 @@ DOCS = REPO / "docs"
 PEER_CONTEXTS = (1024, 8192)     # 32k: one 1024-token prefill chunk needs 8.6 GB of attention scores there
 LLAMACPP_OUTTYPE = "q8_0"        # the converter's type for the dense matrices: the closest to our int8 default
 EXPORT_CLI = str(Path(sys.executable).parent / "gptoss-export")
-KV_SUFFIX = {"int8": "_kv8"}     # --kv-cache of a variant bundle -> its folder's suffix
+KV_SUFFIX = {"int8": "_kv8"}
+BATCHES = (1, 2, 4, 8)           # sequences per decode step (bench/batched_decode.py), on the full model     # --kv-cache of a variant bundle -> its folder's suffix
 
 
 def log(msg: str) -> None:
@@ -229,6 +231,8 @@ def measure_full(args, command: str) -> dict:
             full[f"{side}_runs"].append(measure_ours(b, CONTEXTS, "synthetic"))
     full["summary"] = {side: aggregate(full[f"{side}_runs"]) for side in variants}
     full["bytes_per_token"] = bytes_per_token(bundle)
+    full["batched"] = run_json([sys.executable, BENCH / "batched_decode.py", bundle, "--batches", *BATCHES,
+                                "--context", "1024", "--steps", "16", "--rounds", str(args.rounds)])
     return full
 
 

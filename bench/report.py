@@ -352,6 +352,22 @@ def section_kv8(results: dict, f: dict, k: dict) -> list[str]:
     return lines + ([""] + notes if notes else []) + [""]
 
 
+def section_batched(full: dict) -> list[str]:
+    """Aggregate decode tok/s with B sequences per graph call (bench/batched_decode.py's JSON under full.batched)."""
+    b = full.get("batched") or {}
+    if not b.get("batches"):
+        return []
+    lines = ["### Several sequences per decode step, all 24 layers", "",
+             (f"B sequences advanced together in one graph call (`Engine.decode_batch`; the server batches its decode "
+              f"steps this way), each with about {b.get('context')} positions of context, {b.get('steps')} timed "
+              f"steps after {b.get('warmup')} warm-up ones, {b.get('rounds')} rounds alternating the order of B"
+              + (f"; {b['note']}" if b.get("note") else "") + "."), "",
+             "| B | aggregate decode tok/s | ms per step | vs B = 1 |", "|---|---|---|---|"]
+    for B, r in sorted(b["batches"].items(), key=lambda kv: int(kv[0])):
+        lines.append(f"| {B} | {fmt(r['tok_s'], '', 2)} | {fmt(r['step_ms'], '', 0)} | {r.get('speedup', 0):.2f}x |")
+    return lines + [""]
+
+
 # ------------------------------------------------------------------------------------- plot
 def decode_series(agg: dict, eps: dict, f: dict | None, peers: list[str], kv8: dict | None = None) -> dict[str, dict]:
     """label -> {context: decode tok/s summary (or a plain number for an extrapolation)}."""
@@ -413,7 +429,8 @@ def write_report(results: dict, md: Path, png: Path, rendered_by: str | None = N
     f = aggregate(results["full"]["ours_runs"]) if results.get("full") else None
     kv8 = aggregate(results["full"]["ours_kv8_runs"]) if f and results["full"].get("ours_kv8_runs") else None
     if f:
-        lines += section_full(results, f) + (section_kv8(results, f, kv8) if kv8 else []) + section_floor(results, f)
+        lines += (section_full(results, f) + (section_kv8(results, f, kv8) if kv8 else [])
+                  + section_batched(results["full"]) + section_floor(results, f))
     plot(png, decode_series(agg, {k: e for k, e in eps.items() if any(e.get(c) for c in CONTEXTS)}, f, peers, kv8))
     lines += [f"![decode tok/s vs context, median of the rounds, bars from the slowest to the fastest]({png.name})",
               ""]
