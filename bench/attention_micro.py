@@ -2,6 +2,7 @@
 kernel offers, at gpt-oss-20b's shapes (64 query heads, 8 KV heads, head_dim 64). Prints one JSON document.
 
     python bench/attention_micro.py [--contexts 1024 8192 32768] [--calls 30] [--rounds 3] [--threads 2]
+                                    [--evict-mib 1024]
 
 Variants (each one GroupQueryAttention node, past and present bound to one buffer, as the `cpu` target runs it):
   sink            head_sink input, float32 cache (today's `cpu` target)
@@ -10,6 +11,8 @@ Variants (each one GroupQueryAttention node, past and present bound to one buffe
                   [1, heads, 1, T] puts each head's sink logit on that slot: exactly the sink's extra softmax term
   fp16            head_sink, a float16 cache under float32 activations (the kernel converts rows as it reads)
   int8, int8_bias the same two over an int8 per-channel cache (k_quant_type/v_quant_type, kv_cache_bit_width=8)
+--evict-mib N reads an N MiB array before each timed call (not timed), so the call finds the cache cold in the
+CPU's caches, as it does inside the model, where the weights stream between two calls of a layer.
 Every variant's output is compared with `sink`'s on the same data (max abs difference reported).
 Rounds alternate the variants' order; per variant and context: median, min and max milliseconds per call.
 """
@@ -126,6 +129,13 @@ class Case:
         return self.binding.copy_outputs_to_cpu()[-1]          # "out" was bound last
 
 
+def timed_call(case: Case, sweep: np.ndarray | None) -> float:
+    """One call's seconds; first, untimed, a read of `sweep` (when given) to push the cache out of the CPU's caches."""
+    if sweep is not None:
+        sweep.sum()
+    return case.run()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--contexts", type=int, nargs="*", default=[1024, 8192, 32768])
@@ -133,17 +143,20 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    parser.add_argument("--evict-mib", type=int, default=0, help="read this many MiB before each call (cold caches)")
     args = parser.parse_args()
-    result: dict = {"ort": ort.__version__, "threads": args.threads, "calls": args.calls, "contexts": {}}
+    result: dict = {"ort": ort.__version__, "threads": args.threads, "calls": args.calls,
+                    "evict_mib": args.evict_mib, "contexts": {}}
     for context in args.contexts:
         times: dict[str, list[float]] = {v: [] for v in args.variants}
         cases = {v: Case(v, context, args.threads, np.random.default_rng(0)) for v in args.variants}
+        sweep = np.ones(args.evict_mib << 17) if args.evict_mib else None          # float64: MiB * 2**20 / 8
         # note: the same seed gives every variant the same random draws in the same order
         for r in range(args.rounds):
             order = args.variants if r % 2 == 0 else list(reversed(args.variants))
             for v in order:
                 cases[v].run()                                    # warm
-                times[v] += [cases[v].run() for _ in range(args.calls)]
+                times[v] += [timed_call(cases[v], sweep) for _ in range(args.calls)]
         reference = cases["sink"].output() if "sink" in cases else None
         result["contexts"][context] = {
             v: {"ms_median": 1e3 * statistics.median(t), "ms_min": 1e3 * min(t), "ms_max": 1e3 * max(t),
