@@ -138,13 +138,13 @@ def section_header(results: dict, s: dict, rendered_by: str | None) -> list[str]
         regen += f" This page was written from that run's saved measurements by `{rendered_by}`."
     title = " and ".join(PEERS[k] for k in peers_in(s))
     return [f"# Benchmarks: gpt-oss-20b on a 2-core CPU, gptoss vs {title}", "", regen, "",
-            (f"Machine: {m['cores']} cores ({m['cpu']}), {m['mem_gib']:.0f} GiB RAM, no GPU; both sides run with 2 "
-            f"intra-op threads on onnxruntime 1.32.0. Memory read bandwidth (numpy sum over 2 GiB on 2 threads, best "
+            (f"Machine: {m['cores']} cores ({m['cpu']}), {m['mem_gib']:.0f} GiB RAM, no GPU; every side runs with 2 "
+            f"threads (ours and onnxruntime-genai: intra-op threads on onnxruntime 1.32.0). Memory read bandwidth (numpy sum over 2 GiB on 2 threads, best "
             f"of 5): **{results['bandwidth_gbs']:.1f} GB/s**."), "",
             ("Checkpoints are synthetic (random weights) in the published Hugging Face layout and shapes of "
             "gpt-oss-20b, so every byte moved and every FLOP is the real model's. The peer is "
             "onnxruntime-genai's own builder (`-p int4 -e cpu`) and runtime; ours is `gptoss-export export` (target "
-            "cpu, default schemes) and `gptoss.runtime`. Prompts are the same random text-token ids on both sides; "
+            "cpu, default schemes) and `gptoss.runtime`. Prompts are the same random text-token ids on every side; "
             "decoding is greedy."), "", *llamacpp_note(s),
             "Each timed number is the **median** of the rounds, then the spread and the best: `median (min–max, "
             "best)`; `(1 run)` marks one measured once. The gptoss advantage is the ratio of the medians. Peak RSS "
