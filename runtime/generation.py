@@ -26,7 +26,7 @@ import numpy as np
 from .engine import Cancelled, Engine
 from .errors import ArgumentError, check_context
 from .kv import KVCache
-from .sampling import SamplingParams, check_finite, sample
+from .sampling import SamplingParams, sample
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,9 @@ class Sequence:
         self._logits = self.cache.last_logits = logits
         self._pending = None
 
+    def _where_logits(self) -> str:
+        return f"{self.engine.manifest.path}: the logits after position {self.cache.length - 1}"
+
     def step(self) -> TokenEvent | None:
         """The next token (None when the sequence ended: budget, stop token, cancellation)."""
         if self.done or self.cancelled:
@@ -118,8 +121,7 @@ class Sequence:
             self.adopt(self.engine.decode(self.cache, self._pending, self._buffer))
         check_context(self.cache.length + 1, self.engine.max_context, "the prompt and the generated tokens",
                       self.generated)
-        check_finite(self._logits, f"{self.engine.manifest.path}: the logits after position {self.cache.length - 1}")
-        token = sample(self._logits, self.request.params, self._rng, self._penalized)
+        token = sample(self._logits, self.request.params, self._rng, self._penalized, self._where_logits)
         self.generated.append(token)
         if token not in self._special:
             self._penalized.append(token)

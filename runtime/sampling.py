@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -59,11 +60,13 @@ def _is_number(value, kind) -> bool:
     return isinstance(value, kind) and not isinstance(value, (bool, np.bool_))
 
 
-def check_finite(logits: np.ndarray, where: str = "") -> None:
-    """Raise NonFiniteLogitsError (naming `where`) unless every logit is a finite number."""
-    finite = np.isfinite(logits)
-    if finite.all():
+def check_finite(logits: np.ndarray, where: str | Callable[[], str] = "") -> None:
+    """Raise NonFiniteLogitsError (naming `where`, a text or a function making it) unless every logit is finite.
+    Two reductions per call (NaN and +-inf carry into the max and the min): cheap enough for every decode step."""
+    if np.isfinite(logits.max()) and np.isfinite(logits.min()):
         return
+    where = where() if callable(where) else where
+    finite = np.isfinite(logits)
     nan = int(np.isnan(logits).sum())
     raise NonFiniteLogitsError(
         f"{where + ': ' if where else ''}the model returned non-finite logits ({nan} NaN, "
@@ -121,9 +124,11 @@ def candidates(logits: np.ndarray, params: SamplingParams) -> tuple[np.ndarray, 
     return ids, p / p.sum()
 
 
-def sample(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator, penalized=None) -> int:
-    """One token id from `logits` [vocab] (see the module docstring for the order of operations)."""
-    check_finite(logits)
+def sample(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator, penalized=None,
+           where: str | Callable[[], str] = "") -> int:
+    """One token id from `logits` [vocab] (see the module docstring for the order of operations); `where` names
+    the logits in the error non-finite ones raise."""
+    check_finite(logits, where)
     z = apply_repetition_penalty(logits, penalized, params.repetition_penalty)
     if params.greedy:
         return int(np.argmax(z))
