@@ -166,10 +166,7 @@ class DynamicEngine(Engine):
         logits_from = np.array([T - out.shape[1]], dtype=np.int64)   # bound by pointer: must outlive the run
 
         def bind(binding: ort.IOBinding, part: Part) -> None:
-            for name, array in ((names.INPUT_IDS, ids), (names.POSITION_IDS, positions),
-                                (names.LOGITS_FROM, logits_from)):
-                if part.takes(name):
-                    bind_array(binding.bind_input, name, array)
+            _bind_tokens(binding, part, ids, positions, logits_from)
             cache.bind(binding, T, part.layers)
 
         self._run_parts("main", T, bind, out, run_options)
@@ -197,16 +194,20 @@ class DynamicEngine(Engine):
         out = np.empty((B, 1, self.vocab), self.logits_dtype)
 
         def bind(binding: ort.IOBinding, part: Part) -> None:
-            for name, array in ((names.INPUT_IDS, ids), (names.POSITION_IDS, positions),
-                                (names.LOGITS_FROM, logits_from)):
-                if part.takes(name):
-                    bind_array(binding.bind_input, name, array)
+            _bind_tokens(binding, part, ids, positions, logits_from)
             pool.bind_run(binding, first, B, part.layers)
 
         self._run_parts("main", 1, bind, out, run_options, batch=B)
         for slot, token in zip(slots, tokens):
             slot.commit([token])
         return out[:, 0].astype(np.float32, copy=False)
+
+
+def _bind_tokens(binding: ort.IOBinding, part: Part, ids, positions, logits_from) -> None:
+    """A dynamic graph call's token inputs, those the part takes (arrays bound by pointer: they outlive the run)."""
+    for name, array in ((names.INPUT_IDS, ids), (names.POSITION_IDS, positions), (names.LOGITS_FROM, logits_from)):
+        if part.takes(name):
+            bind_array(binding.bind_input, name, array)
 
 
 def _check_batch(caches, tokens) -> None:

@@ -24,6 +24,7 @@ from gptoss.bundle import names
 from gptoss.bundle.kv import KVContract
 
 from .shared import GROWTH, SharedCache
+from .storage import HostBuffer, bind_array
 
 
 class SlotPool:
@@ -84,42 +85,21 @@ class SlotPool:
         for i in layers:
             self.grow(i, longest + 2)
             for array, past, present in zip(self.arrays[i], names.kv_names(i)[:2], names.kv_names(i)[2:]):
-                _bind_block(binding, array, first, count, past, present)
+                block = array[first:first + count]          # adjacent slots of a C-contiguous array: one block
+                bind_array(binding.bind_input, past, block)
+                bind_array(binding.bind_output, present, block)
 
 
-class _SlotBuffer:
-    """Slot `b` of one pool array: the HostBuffer interface (kv/storage.py) over [1, kv, rows, hd] of it."""
+class _SlotBuffer(HostBuffer):
+    """Slot `b` of one pool array: a HostBuffer (kv/storage.py) whose array is the slot's [1, kv, rows, hd] block,
+    looked up at each use (the pool reallocates when it grows)."""
 
     def __init__(self, pool: SlotPool, layer: int, which: int, b: int):
         self.pool, self.layer, self.which, self.b = pool, layer, which, b
 
     @property
     def array(self) -> np.ndarray:
-        """The slot's block now (a view: the pool reallocates when it grows)."""
         return self.pool.arrays[self.layer][self.which][self.b:self.b + 1]
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self.array.shape
-
-    @property
-    def nbytes(self) -> int:
-        return self.array.nbytes
-
-    def bind_input(self, binding: ort.IOBinding, name: str) -> None:
-        _bind_block(binding, self.pool.arrays[self.layer][self.which], self.b, 1, name, None)
-
-    def bind_output(self, binding: ort.IOBinding, name: str) -> None:
-        _bind_block(binding, self.pool.arrays[self.layer][self.which], self.b, 1, None, name)
-
-    def read(self) -> np.ndarray:
-        return self.array.copy()
-
-    def write(self, array: np.ndarray) -> None:
-        self.array[...] = array
-
-    def write_rows(self, data: np.ndarray) -> None:
-        self.array[:, :, :data.shape[2]] = data
 
 
 class _SlotLayer:
@@ -151,14 +131,3 @@ class SlotCache(SharedCache):
 
     def _grow(self, lay: _SlotLayer, rows: int) -> None:
         self.pool.grow(lay.index, rows)
-
-
-def _bind_block(binding: ort.IOBinding, array: np.ndarray, first: int, count: int,
-                input_name: str | None, output_name: str | None) -> None:
-    """Bind slots first..first+count-1 of a C-contiguous [S, ...] array (one block of memory) by pointer."""
-    shape = [count, *array.shape[1:]]
-    pointer = array.ctypes.data + first * array[0].nbytes if array.shape[0] else array.ctypes.data
-    if input_name is not None:
-        binding.bind_input(input_name, "cpu", 0, array.dtype, shape, pointer)
-    if output_name is not None:
-        binding.bind_output(output_name, "cpu", 0, array.dtype, shape, pointer)
