@@ -21,6 +21,21 @@ if _TIKTOKEN.is_dir():
     os.environ.setdefault("TIKTOKEN_RS_CACHE_DIR", str(_TIKTOKEN))
 
 
+@pytest.fixture(scope="session")
+def enc():
+    """openai-harmony's gpt-oss encoding: the oracle of harmony rendering (skips where it is not installed)."""
+    oh = pytest.importorskip("openai_harmony")
+    return oh.load_harmony_encoding(oh.HarmonyEncodingName.HARMONY_GPT_OSS)
+
+
+@pytest.fixture(scope="session")
+def tok():
+    """Our tokenizer (tiktoken's o200k_harmony)."""
+    from gptoss.runtime.tokenizer import Tokenizer
+
+    return Tokenizer.from_tiktoken()
+
+
 def _tiny(tmp_path_factory, layout: str) -> Path:
     return write_synthetic(tmp_path_factory.mktemp("ckpt") / f"tiny-{layout}", preset("tiny"), layout=layout, seed=0)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -62,3 +63,30 @@ def rewrite_safetensors(path: Path, drop=(), put=None) -> None:
 
 SOURCE_OF = {"trt-rtx": "wide"}
 """Targets whose kernels need a wider checkpoint than the tiny preset (conftest.tiny_wide_hf)."""
+
+
+def replace(path: Path, data: bytes) -> None:
+    """Write a new file at `path`, never through a hard link into a shared bundle (bundle_variant links its files)."""
+    path.unlink()
+    path.write_bytes(data)
+
+
+def relist(folder: Path, *names: str) -> None:
+    """Record the current size and sha256 of `names` in the folder's manifest (as a bundle rewriting its own
+    manifest would)."""
+    doc = json.loads((folder / "manifest.json").read_text())
+    for name in names:
+        data = (folder / name).read_bytes()
+        doc["files"][name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    replace(folder / "manifest.json", json.dumps(doc).encode())
+
+
+def kl(reference, got) -> float:
+    """Mean KL(reference || got) in nats per position, of two [positions, vocab] logit arrays."""
+    import numpy as np
+
+    def log_softmax(z):
+        z = z - z.max(-1, keepdims=True)
+        return z - np.log(np.exp(z).sum(-1, keepdims=True))
+    lp, lq = log_softmax(reference.astype(np.float64)), log_softmax(got.astype(np.float64))
+    return float((np.exp(lp) * (lp - lq)).sum(-1).mean())

@@ -20,7 +20,7 @@ from gptoss.bundle import BundleError, load_manifest
 from gptoss.bundle.integrity import check_files
 from gptoss.bundle.onnx_refs import referenced_files
 from gptoss.bundle.tokenizer import read_tokenizer_dir
-from helpers import FP32, bundle_variant
+from helpers import FP32, bundle_variant, relist, replace
 
 USED = ("model.onnx", "model.weights", "tokenizer/encoding.json", "tokenizer/o200k_base.tiktoken")
 
@@ -36,21 +36,6 @@ def open_bundle(folder, verify=False):
     check_files(manifest, verify=verify)
     read_tokenizer_dir(manifest.tokenizer_path())
     return manifest
-
-
-def replace(path, data: bytes) -> None:
-    """Write a new file at `path` (never through a hard link into the shared bundle)."""
-    path.unlink()
-    path.write_bytes(data)
-
-
-def relist(folder, *names) -> None:
-    """Record the current size and sha256 of `names` in the folder's manifest."""
-    doc = json.loads((folder / "manifest.json").read_text())
-    for name in names:
-        data = (folder / name).read_bytes()
-        doc["files"][name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    replace(folder / "manifest.json", json.dumps(doc).encode())
 
 
 # ------------------------------------------------------------------------------------------------- the listing

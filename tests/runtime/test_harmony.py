@@ -5,19 +5,8 @@ import random
 import pytest
 
 from gptoss.runtime import harmony as H
-from gptoss.runtime.tokenizer import Tokenizer
 
 oh = pytest.importorskip("openai_harmony")
-
-
-@pytest.fixture(scope="module")
-def enc():
-    return oh.load_harmony_encoding(oh.HarmonyEncodingName.HARMONY_GPT_OSS)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return Tokenizer.from_tiktoken()
 
 
 # -- the oracle, fed the same conversation ------------------------------------------------------

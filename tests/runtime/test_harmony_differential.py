@@ -328,16 +328,6 @@ def differences(enc, tok, n: int = N_CONVERSATIONS, seed: int = SEED):
     return out
 
 
-@pytest.fixture(scope="module")
-def enc():
-    return oh.load_harmony_encoding(oh.HarmonyEncodingName.HARMONY_GPT_OSS)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return Tokenizer.from_tiktoken()
-
-
 def test_thousands_of_generated_conversations_render_like_openai_harmony(enc, tok):
     start = time.perf_counter()
     diffs = differences(enc, tok)

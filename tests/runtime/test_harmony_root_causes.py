@@ -8,21 +8,10 @@ import random
 import pytest
 
 from gptoss.runtime import harmony as H
-from gptoss.runtime.tokenizer import Tokenizer
 
 from test_harmony_differential import Case, oracle_ids, our_ids
 
 oh = pytest.importorskip("openai_harmony")
-
-
-@pytest.fixture(scope="module")
-def enc():
-    return oh.load_harmony_encoding(oh.HarmonyEncodingName.HARMONY_GPT_OSS)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return Tokenizer.from_tiktoken()
 
 
 

@@ -7,7 +7,6 @@ a traceback from numpy or onnxruntime, and never silent garbage.
             top_k=2.5, a manifest that disagrees with its graph, session options unknown or out of range
 """
 
-import hashlib
 import json
 
 import numpy as np
@@ -22,7 +21,7 @@ from gptoss.runtime.cli import main
 from gptoss.runtime.errors import ArgumentError, NonFiniteLogitsError
 from gptoss.runtime.sampling import SamplingParams, sample
 from gptoss.runtime.session import session_options
-from helpers import FP32, bundle_variant
+from helpers import FP32, bundle_variant, relist, replace
 
 USER = [{"role": "user", "content": "What is the weather in Paris?"}]
 
@@ -35,20 +34,6 @@ def bundle(tiny_bundle):
 @pytest.fixture(scope="module")
 def model(bundle):
     return Model.load(bundle)
-
-
-def replace(path, data: bytes) -> None:
-    """A new file at `path`: the variants hard-link the shared bundle's files, which must stay as they are."""
-    path.unlink()
-    path.write_bytes(data)
-
-
-def relist(folder, *names) -> None:
-    doc = json.loads((folder / "manifest.json").read_text())
-    for name in names:
-        data = (folder / name).read_bytes()
-        doc["files"][name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    replace(folder / "manifest.json", json.dumps(doc).encode())
 
 
 def invoke(*args):

@@ -18,13 +18,6 @@ def model(serve_bundle):
     return Model.load(serve_bundle)
 
 
-@pytest.fixture(scope="session")
-def enc():
-    import openai_harmony as oh
-
-    return oh.load_harmony_encoding(oh.HarmonyEncodingName.HARMONY_GPT_OSS)
-
-
 @pytest.fixture(scope="module")
 def live(model):
     """The real tiny model behind a server with 4 slots; it records the prompts it was fed."""

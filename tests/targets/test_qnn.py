@@ -20,20 +20,13 @@ from gptoss.bundle import Static, load_manifest
 from gptoss.runtime import Model
 from gptoss.targets.base import Split
 from gptoss.targets.registry import TARGETS
+from helpers import kl
 
 pytest.importorskip("onnxruntime_qnn", reason="onnxruntime-qnn (the QNN EP and its HTP simulator) is not installed")
 
 PROMPT = list(range(1000, 1043))
 QNN_TINY = dataclasses.replace(TARGETS["qnn"], name="test-qnn-tiny", shapes=Static(8, 64), split=Split(2),
                                quant={**TARGETS["qnn"].quant, "experts": "int8"})
-
-
-def kl(reference: np.ndarray, got: np.ndarray) -> float:
-    def log_softmax(z):
-        z = z - z.max(-1, keepdims=True)
-        return z - np.log(np.exp(z).sum(-1, keepdims=True))
-    lp, lq = log_softmax(reference.astype(np.float64)), log_softmax(got.astype(np.float64))
-    return float((np.exp(lp) * (lp - lq)).sum(-1).mean())
 
 
 @pytest.fixture(scope="module")
