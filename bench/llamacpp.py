@@ -38,13 +38,13 @@ import os
 import re
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peer import CpuShare, log, prompt_ids, reset_peak, vm_hwm_bytes, vm_rss_bytes  # noqa: E402  (stdlib only)
+from peer import CpuShare, emit, log, prompt_ids, reset_peak, vm_hwm_bytes, vm_rss_bytes  # noqa: E402  (stdlib only)
+from peer import versions as package_versions  # noqa: E402
 
 PACKAGES = ("llama-cpp-python", "gguf", "numpy", "torch", "transformers", "safetensors")
 FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}       # enum llama_flash_attn_type
@@ -59,13 +59,7 @@ class LlamaCppError(RuntimeError):
 
 
 def versions() -> dict:
-    out = {"python": sys.version.split()[0]}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    return package_versions(PACKAGES)
 
 
 # ---------------------------------------------------------------------------------------------- convert
@@ -277,10 +271,9 @@ def check(path: Path, threads: int = 2, tokens: int = 64, new_tokens: int = 16, 
     m = LlamaCpp(path, threads, ubatch, flash_attn)
     runs = [m.decode(tokens, new_tokens, seed, keep_logits=True) for _ in range(2)]
     first, second = (np.stack(r["logits"]) for r in runs)
-    ok = runs[0]["tokens"] == runs[1]["tokens"] and bool(np.isfinite(first).all() and np.isfinite(second).all())
-    return {"ok": ok, "model": str(path), "prompt_tokens": tokens, "new_tokens": new_tokens,
-            "tokens": [r["tokens"] for r in runs], "same_tokens": runs[0]["tokens"] == runs[1]["tokens"],
-            "logits_finite": bool(np.isfinite(first).all() and np.isfinite(second).all()),
+    same, finite = runs[0]["tokens"] == runs[1]["tokens"], bool(np.isfinite(first).all() and np.isfinite(second).all())
+    return {"ok": same and finite, "model": str(path), "prompt_tokens": tokens, "new_tokens": new_tokens,
+            "tokens": [r["tokens"] for r in runs], "same_tokens": same, "logits_finite": finite,
             "max_abs_logit_diff_between_runs": float(np.abs(first - second).max()),
             "logit_range": [float(first.min()), float(first.max())], "n_vocab": m.n_vocab,
             "llama_log": m.settings(), "versions": versions()}
@@ -314,20 +307,14 @@ def main(argv: list[str] | None = None) -> int:
             m.add_argument("--tokens", type=int, default=64, help="prompt length")
             m.add_argument("--new-tokens", type=int, default=16)
     args = parser.parse_args(argv)
-    try:
-        if args.command == "convert":
-            out = convert(args.ckpt, args.out, args.outtype, args.converter, args.force)
-        elif args.command == "measure":
-            out = measure(args.model, args.threads, args.prompts, args.contexts, args.new_tokens, args.seed,
-                          args.ubatch, args.flash_attn, warmup=not args.no_warmup)
-        else:
-            out = check(args.model, args.threads, args.tokens, args.new_tokens, args.seed, args.ubatch,
-                        args.flash_attn)
-    except LlamaCppError as e:
-        print(json.dumps({"ok": False, "error": str(e)}))
-        return 2
-    print(json.dumps(out, indent=1))
-    return 0 if out.get("ok", True) else 1
+    commands = {
+        "convert": lambda: convert(args.ckpt, args.out, args.outtype, args.converter, args.force),
+        "measure": lambda: measure(args.model, args.threads, args.prompts, args.contexts, args.new_tokens, args.seed,
+                                   args.ubatch, args.flash_attn, warmup=not args.no_warmup),
+        "check": lambda: check(args.model, args.threads, args.tokens, args.new_tokens, args.seed, args.ubatch,
+                               args.flash_attn),
+    }
+    return emit(commands[args.command], LlamaCppError)
 
 
 if __name__ == "__main__":

@@ -56,9 +56,10 @@ def log(msg: str) -> None:
     print(f"[peer] {msg}", file=sys.stderr, flush=True)
 
 
-def versions() -> dict:
+def versions(packages=PEER_PACKAGES) -> dict:
+    """Python's version and each package's (None: not installed)."""
     out = {"python": sys.version.split()[0]}
-    for name in PEER_PACKAGES:
+    for name in packages:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -414,15 +415,21 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--no-warmup", action="store_true")
     args = parser.parse_args(argv)
+    commands = {
+        "build": lambda: build(args.ckpt, args.out, args.threads, args.precision, args.force, args.extra_options),
+        "inspect": lambda: inspect(args.model),
+        "measure": lambda: measure(args.model, args.threads, args.prompts, args.contexts, args.new_tokens,
+                                   args.prefill_chunk, args.seed, warmup=not args.no_warmup),
+    }
+    return emit(commands[args.command], PeerError)
+
+
+def emit(command, expected: type[Exception]) -> int:
+    """Run a bench script's command and print its JSON: exit 0, 1 when it says {"ok": false}, 2 (with the error as
+    JSON) when it raised `expected`."""
     try:
-        if args.command == "build":
-            out = build(args.ckpt, args.out, args.threads, args.precision, args.force, args.extra_options)
-        elif args.command == "inspect":
-            out = inspect(args.model)
-        else:
-            out = measure(args.model, args.threads, args.prompts, args.contexts, args.new_tokens,
-                          args.prefill_chunk, args.seed, warmup=not args.no_warmup)
-    except PeerError as e:
+        out = command()
+    except expected as e:
         print(json.dumps({"ok": False, "error": str(e)}))
         return 2
     print(json.dumps(out, indent=1))
