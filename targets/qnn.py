@@ -8,28 +8,21 @@ runs each expert once for the whole chunk over views of the same bytes), dense w
 an fp16 table. The HTP computes in float16. The model is cut into parts (embedding, layers in groups, head), each
 compiled into its own context, the way Qualcomm splits LLMs to fit the NPU's address space (docs/targets.md)."""
 
-from gptoss.bundle.shapes import Static
-
+from . import _static_family as family
 from .aot import EpContextAot
 from .base import ExecutionProvider, Split, Target, frozen
-from .passes.dense import DenseToMatMulNBits
-from .passes.embedding import EmbeddingToGatherQuantized
-from .passes.masked_attention import MaskedAttentionToOps
-from .passes.moe_ops import MoeToSparseOps
 
 TARGET = Target(
     name="qnn",
     description="Qualcomm Hexagon NPU (QNN EP, HTP), static shapes, no CPU fallback: plain-op attention with sinks, "
                 "sparse MoE over int4/int8 experts, MatMulNBits, fp16 embedding; split into NPU-sized parts.",
     provider=ExecutionProvider("QNNExecutionProvider", package="onnxruntime-qnn", plugin=True),
-    passes=(MaskedAttentionToOps(), MoeToSparseOps(prefill="branches"), DenseToMatMulNBits(accuracy_level=0),
-            EmbeddingToGatherQuantized()),
-    quant=frozen(experts="int4", attention="int8", router="fp32", embedding="fp16", unembedding="int8"),
-    allowed=frozen(experts=("int4", "int8"), attention=("int8", "int4"), router=("fp32",), embedding=("fp16",),
-                   unembedding=("int8", "int4")),
-    shapes=Static(chunk=64, context=4096),
+    passes=family.PASSES,
+    quant=family.QUANT,
+    allowed=family.ALLOWED,
+    shapes=family.SHAPES,
     split=Split(layers_per_part=2),
     provider_options=frozen(soc_model="SM8750", htp_performance_mode="burst"),
-    session_options=frozen(**{"session.disable_cpu_ep_fallback": "1"}),
+    session_options=family.NO_CPU_FALLBACK,
     aot=EpContextAot("QNNExecutionProvider", "onnxruntime_qnn", lambda m: {"backend_path": m.get_qnn_htp_path()}),
 )
