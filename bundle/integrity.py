@@ -16,15 +16,14 @@ rewrite its own manifest (docs/bundle-format.md).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import files as _files
-from .errors import BundleError, TokenizerError
+from .errors import BundleError
 from .onnx_refs import referenced_files
-from .tokenizer import ENCODING_FILE
+from .tokenizer import ENCODING_FILE, read_encoding_spec
 
 if TYPE_CHECKING:
     from .manifest import Manifest
@@ -119,14 +118,7 @@ def _inside(manifest: "Manifest", rel: str, key: str) -> str:
 def _ranks_file(manifest: "Manifest") -> str:
     """The relative path of the ranks file the tokenizer's encoding.json names, confined to the tokenizer folder."""
     folder = manifest.tokenizer_path()
-    spec_path = folder / ENCODING_FILE
-    try:
-        doc = json.loads(spec_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:      # ValueError: bad JSON, bad UTF-8, an integer past 4300 digits
-        raise TokenizerError(f"{spec_path}: cannot read it ({e})") from None
-    ranks = doc.get("ranks_file") if isinstance(doc, dict) else None
-    if not isinstance(ranks, str):
-        raise TokenizerError(f"{spec_path}: 'ranks_file' must be a string (a file in the tokenizer folder)")
+    spec_path, ranks = folder / ENCODING_FILE, read_encoding_spec(folder).ranks_file
     where = f"{spec_path}: 'ranks_file'"
     _files.confined(folder, ranks, where)
     return (_files.plain(manifest.tokenizer.dir, "") / _files.plain(ranks, where)).as_posix()

@@ -6,7 +6,8 @@
                             "ranks_file": "o200k_base.tiktoken", "ranks_sha256": "<hex>"}
       o200k_base.tiktoken  tiktoken's own ranks format: one `base64(token_bytes) rank` per line, rank order
 
-Only the standard library here: the runtime turns the parsed ranks into a tiktoken Encoding.
+Only the standard library at import; `load_encoding` imports tiktoken when called (the runtime's tokenizer and the
+exporter's KV-cache calibration both build their Encoding with it).
 """
 
 from __future__ import annotations
@@ -94,19 +95,25 @@ def write_tokenizer_dir(bundle_dir: Path, name: str, ranks_bytes: bytes, special
             "n_vocab": spec.n_vocab, "ranks_sha256": spec.ranks_sha256}
 
 
+def read_encoding_spec(folder: Path) -> EncodingSpec:
+    """Parse `folder/encoding.json` alone (not the ranks it names); TokenizerError naming the file."""
+    spec_path = Path(folder) / ENCODING_FILE
+    try:
+        doc = json.loads(spec_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TokenizerError(f"{spec_path}: missing (a bundle's tokenizer folder needs it)") from None
+    except (OSError, ValueError) as exc:    # JSONDecodeError, UnicodeDecodeError, an integer past 4300 digits
+        raise TokenizerError(f"{spec_path}: not valid JSON: {exc}") from None
+    return EncodingSpec.from_json(doc, spec_path)
+
+
 def read_tokenizer_dir(folder: Path) -> tuple[EncodingSpec, dict[bytes, int]]:
     """Parse `folder/encoding.json` and its ranks file; verify the ranks' sha256 and that the ids cover exactly
     [0, n_vocab). Every error is a TokenizerError naming the file."""
     from .files import confined
 
     spec_path = Path(folder) / ENCODING_FILE
-    try:
-        doc = json.loads(spec_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TokenizerError(f"{spec_path}: missing (a bundle's tokenizer folder needs it)") from None
-    except ValueError as exc:       # JSONDecodeError, UnicodeDecodeError, an integer past 4300 digits
-        raise TokenizerError(f"{spec_path}: not valid JSON: {exc}") from None
-    spec = EncodingSpec.from_json(doc, spec_path)
+    spec = read_encoding_spec(folder)
     ranks_path = confined(Path(folder), spec.ranks_file, f"{spec_path}: 'ranks_file'")
     try:
         data = ranks_path.read_bytes()
@@ -121,3 +128,13 @@ def read_tokenizer_dir(folder: Path) -> tuple[EncodingSpec, dict[bytes, int]]:
         raise TokenizerError(f"{spec_path}: n_vocab is {spec.n_vocab} but the ids present are {len(ids)} distinct "
                              f"in [{min(ids)}, {max(ids)}]")
     return spec, ranks
+
+
+def load_encoding(folder: Path):
+    """The tiktoken Encoding described by `folder/encoding.json`, offline (checksummed ranks)."""
+    import tiktoken
+
+    spec, ranks = read_tokenizer_dir(Path(folder))
+    # Not `explicit_n_vocab`: o200k_harmony names id 200018 twice (<|endofprompt|>, <|reserved_200018|>).
+    return tiktoken.Encoding(spec.name, pat_str=spec.pat_str, mergeable_ranks=ranks,
+                             special_tokens=spec.special_tokens)

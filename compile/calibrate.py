@@ -63,14 +63,9 @@ def calibration_ids(tokenizer_dir: Path | None, vocab_size: int, seed: int = 0) 
     else seeded random ids below `vocab_size`."""
     if tokenizer_dir is None:
         return np.random.default_rng(seed).integers(0, vocab_size, MAX_TOKENS).tolist()
-    import tiktoken
+    from gptoss.bundle.tokenizer import load_encoding
 
-    from gptoss.bundle.tokenizer import read_tokenizer_dir
-
-    spec, ranks = read_tokenizer_dir(tokenizer_dir)
-    encoding = tiktoken.Encoding(spec.name, pat_str=spec.pat_str, mergeable_ranks=ranks,
-                                 special_tokens=dict(spec.special_tokens))
-    ids = encoding.encode(CALIBRATION_TEXT, allowed_special="all")
+    ids = load_encoding(tokenizer_dir).encode(CALIBRATION_TEXT, allowed_special="all")
     return (ids * (MAX_TOKENS // len(ids) + 1))[:MAX_TOKENS]
 
 

@@ -16,17 +16,9 @@ from typing import Iterable, Iterator
 import tiktoken
 
 from gptoss.bundle.errors import TokenizerError
-from gptoss.bundle.tokenizer import read_tokenizer_dir
+from gptoss.bundle.tokenizer import load_encoding
 
 __all__ = ["IncrementalDecoder", "Tokenizer", "TokenizerError", "as_tokenizer", "load_encoding"]
-
-
-def load_encoding(tokenizer_dir: Path) -> tiktoken.Encoding:
-    """The tiktoken Encoding described by `tokenizer_dir/encoding.json`, offline (checksummed ranks)."""
-    spec, ranks = read_tokenizer_dir(Path(tokenizer_dir))
-    # Not `explicit_n_vocab`: o200k_harmony names id 200018 twice (<|endofprompt|>, <|reserved_200018|>).
-    return tiktoken.Encoding(spec.name, pat_str=spec.pat_str, mergeable_ranks=ranks,
-                             special_tokens=spec.special_tokens)
 
 
 class IncrementalDecoder:
