@@ -28,7 +28,7 @@ from onnx import TensorProto
 
 from gptoss.bundle import names
 from gptoss.bundle.kv import KVContract
-from gptoss.targets.passes.attention import INT8_CACHE, cache_scale_names
+from gptoss.targets.passes.attention import INT8_CACHE, cache_scale_names, retype_cache_io
 
 from gptoss.export.errors import ExportError
 
@@ -102,10 +102,7 @@ def _float_cache_twin(model: onnx.ModelProto, layers: int) -> onnx.ModelProto:
     kept = [t for t in twin.graph.initializer if t.name not in scales]
     del twin.graph.initializer[:]
     twin.graph.initializer.extend(kept)
-    cache = {name for i in range(layers) for name in names.kv_names(i)}
-    for value in [*twin.graph.input, *twin.graph.output]:
-        if value.name in cache:
-            value.type.tensor_type.elem_type = TensorProto.FLOAT
+    retype_cache_io([*twin.graph.input, *twin.graph.output], layers, TensorProto.FLOAT)
     return twin
 
 

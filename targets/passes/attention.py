@@ -70,7 +70,7 @@ class AttentionToGQA:
         shared = dataclasses.replace(kv, mode="shared", capacity=capacity, dtype="int8" if quantized else kv.dtype)
         shared.validate()
         if quantized:
-            _retype_cache_io(graph, kv.num_layers, TensorProto.INT8)
+            retype_cache_io([*graph.inputs, *graph.outputs], kv.num_layers, TensorProto.INT8)
         return dataclasses.replace(contract, kv=shared)
 
 
@@ -88,10 +88,10 @@ def _cache_scales(graph: Graph, layer: int, channels: int) -> list[str]:
             for name in cache_scale_names(layer)]
 
 
-def _retype_cache_io(graph: Graph, layers: int, elem_type: int) -> None:
-    """The graph's cache inputs and outputs hold the cache's new element type."""
+def retype_cache_io(values, layers: int, elem_type: int) -> None:
+    """Of the graph inputs and outputs `values` (ValueInfoProtos), the caches' hold `elem_type` (a TensorProto type)."""
     cache = {name for i in range(layers) for name in names.kv_names(i)}
-    for value in [*graph.inputs, *graph.outputs]:
+    for value in values:
         if value.name in cache:
             value.type.tensor_type.elem_type = elem_type
 
