@@ -43,7 +43,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peer import CpuShare, emit, log, prompt_ids, reset_peak, vm_hwm_bytes, vm_rss_bytes  # noqa: E402  (stdlib only)
+from peer import CpuShare, emit, prompt_ids, reset_peak, vm_hwm_bytes, vm_rss_bytes  # noqa: E402  (stdlib only)
+from peer import log as peer_log  # noqa: E402
 from peer import versions as package_versions  # noqa: E402
 
 PACKAGES = ("llama-cpp-python", "gguf", "numpy", "torch", "transformers", "safetensors")
@@ -60,6 +61,10 @@ class LlamaCppError(RuntimeError):
 
 def versions() -> dict:
     return package_versions(PACKAGES)
+
+
+def log(msg: str) -> None:
+    peer_log(msg, "llama.cpp")
 
 
 # ---------------------------------------------------------------------------------------------- convert

@@ -52,8 +52,8 @@ class PeerError(RuntimeError):
     """A peer step that cannot go on (missing model folder, bad config, out-of-range request)."""
 
 
-def log(msg: str) -> None:
-    print(f"[peer] {msg}", file=sys.stderr, flush=True)
+def log(msg: str, who: str = "peer") -> None:
+    print(f"[{who}] {msg}", file=sys.stderr, flush=True)
 
 
 def versions(packages=PEER_PACKAGES) -> dict:
