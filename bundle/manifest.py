@@ -34,10 +34,17 @@ class TargetSpec:
     execution_provider: str
     provider_options: dict[str, Any] = field(default_factory=dict)
     session_options: dict[str, Any] = field(default_factory=dict)
+    graph_capture: str | None = None
+    """The provider option ("1") that records the one-token decode once and replays it (CUDA graphs, WebGPU), when
+    the graph allows it: it then takes its attention lengths as inputs (names.SEQLENS_K, TOTAL_SEQUENCE_LENGTH)
+    instead of computing them on the CPU. The runtime turns it on only when asked (Model.load(graph_capture=True))."""
 
     def to_json(self) -> dict:
-        return {"name": self.name, "execution_provider": self.execution_provider,
-                "provider_options": dict(self.provider_options), "session_options": dict(self.session_options)}
+        doc = {"name": self.name, "execution_provider": self.execution_provider,
+               "provider_options": dict(self.provider_options), "session_options": dict(self.session_options)}
+        if self.graph_capture is not None:
+            doc["graph_capture"] = self.graph_capture
+        return doc
 
 
 @dataclass(frozen=True)
@@ -233,11 +240,12 @@ def _listing(r: Reader, doc: dict) -> dict[str, dict[str, Any]]:
 
 def _target(r: Reader, doc: dict) -> TargetSpec:
     t = r.get(doc, "target", dict)
-    r.only(t, ("name", "execution_provider", "provider_options", "session_options"), "target")
+    r.only(t, ("name", "execution_provider", "provider_options", "session_options", "graph_capture"), "target")
     return TargetSpec(name=r.get(t, "name", str, "target"),
                       execution_provider=r.get(t, "execution_provider", str, "target"),
                       provider_options=r.get(t, "provider_options", dict, "target", default={}),
-                      session_options=r.get(t, "session_options", dict, "target", default={}))
+                      session_options=r.get(t, "session_options", dict, "target", default={}),
+                      graph_capture=r.get(t, "graph_capture", str, "target", default=None))
 
 
 def _contract(r: Reader, doc: dict, layers: int) -> GraphContract:

@@ -5,6 +5,9 @@ The exporter names the graph's I/O with these; the runtime binds with them. Noth
     input_ids                 [B, T] int64          the new tokens
     position_ids              [B, T] int64          their absolute positions
     logits_from               [1] int64             "selectable" logits only: first position that gets logits
+    seqlens_k                 [B] int32             capturable graphs only (manifest target.graph_capture): each
+                                                    sequence's last position, GroupQueryAttention's seqlens_k
+    total_sequence_length     [] int32              capturable graphs only: rows of the cache attention may span
     attention_bias.w{W}       [1, 1, T, C + T]      static graphs only: additive mask for layers of window W
                                                     (0 = full attention) with C cached rows
     past_key.{i} / past_value.{i}        layer i's cache going in
@@ -17,6 +20,8 @@ The exporter names the graph's I/O with these; the runtime binds with them. Noth
 INPUT_IDS = "input_ids"
 POSITION_IDS = "position_ids"
 LOGITS_FROM = "logits_from"
+SEQLENS_K = "seqlens_k"
+TOTAL_SEQUENCE_LENGTH = "total_sequence_length"
 LOGITS = "logits"
 HIDDEN_IN = "hidden_in"
 HIDDEN_OUT = "hidden_out"

@@ -110,7 +110,7 @@ def portable(source: Source, p: Plan) -> Portable:
 
 
 def lower(graphs: Portable, p: Plan, config: ModelConfig) -> Lowered:
-    ctx = LoweringContext(p.schemes, p.kv_dtype)
+    ctx = LoweringContext(p.schemes, p.kv_dtype, capturable=p.target.graph_capture is not None)
     contracts, lowered = set(), {}
     for role, graph in graphs.graphs.items():
         contract = graphs.contract
@@ -205,7 +205,8 @@ def manifest(p: Plan, source: Source, lowered: Lowered, written: Written, tokeni
     t = p.target
     return Manifest(
         model=source.config.to_dict(),
-        target=TargetSpec(t.name, t.provider.name, dict(t.provider_options), dict(t.session_options)),
+        target=TargetSpec(t.name, t.provider.name, dict(t.provider_options), dict(t.session_options),
+                          t.graph_capture),
         graphs=written.graph_files, weights=written.weights, contract=lowered.contract, quant=dict(p.schemes),
         parts=written.parts, tokenizer=TokenizerSpec(**{**tokenizer, "files": tuple(tokenizer["files"])})
         if tokenizer else None,

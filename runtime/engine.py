@@ -27,6 +27,7 @@ from gptoss.bundle import Manifest, names
 
 from .errors import check_context
 from .kv import HOST, KVCache, Placement, SlotCache, SlotPool, new_cache
+from .capture import Capture, without_capture
 from .kv.storage import bind_array
 from .parts import Part, check_dtypes, parts_of
 
@@ -39,7 +40,7 @@ class Engine:
     """What both engines share: the parts of each graph role, caches, the context limit, prefill in chunks."""
 
     def __init__(self, sessions: dict[str, list[ort.InferenceSession]], manifest: Manifest, max_context: int,
-                 prefill_chunk: int, placement: Placement = HOST):
+                 prefill_chunk: int, placement: Placement = HOST, capture: bool = False):
         self.manifest, self.kv = manifest, manifest.kv
         self.max_context, self.vocab, self.prefill_chunk = max_context, manifest.vocab_size, prefill_chunk
         self.hidden = int(manifest.model["hidden_size"])
@@ -49,6 +50,17 @@ class Engine:
         self.placement = placement
         self.parts = {role: parts_of(manifest, role, role_sessions) for role, role_sessions in sessions.items()}
         self.logits_dtype = check_dtypes(manifest, next(iter(self.parts.values())))
+        self.capture = self._capture() if capture else None
+
+    def _capture(self):
+        """The captured decode (capture.py), after checking that this bundle and placement allow one."""
+        main = self.parts.get("main", [])
+        if self.manifest.target.graph_capture is None or len(main) != 1 or not self.placement.on_device:
+            raise ValueError(f"{self.manifest.path}: graph capture needs a capturable one-part graph (manifest "
+                             f"target.graph_capture; this one: {self.manifest.target.graph_capture!r}, "
+                             f"{len(main)} part(s)) with its KV cache on the device (here: "
+                             f"{self.placement.device or 'host'})")
+        return Capture(main[0], self.placement, self.vocab, self.logits_dtype)
 
     # ------------------------------------------------------------------ facts
     @property
@@ -131,6 +143,8 @@ class Engine:
         """Run graph `role`'s parts in order; `bind(binding, part)` binds a part's own inputs and cache, the hidden
         state flows from part to part, the last part writes the logits into `out`."""
         hidden = None
+        if self.capture is not None:
+            run_options = without_capture(run_options)
         for part in self.parts[role]:
             binding = part.session.io_binding()
             bind(binding, part)
@@ -164,9 +178,10 @@ class DynamicEngine(Engine):
         ids = np.ascontiguousarray(token_ids, dtype=np.int64).reshape(1, T)
         positions = np.arange(cache.length, cache.length + T, dtype=np.int64).reshape(1, T)
         logits_from = np.array([T - out.shape[1]], dtype=np.int64)   # bound by pointer: must outlive the run
+        lengths = _lengths(positions)
 
         def bind(binding: ort.IOBinding, part: Part) -> None:
-            _bind_tokens(binding, part, ids, positions, logits_from)
+            _bind_tokens(binding, part, ids, positions, logits_from, lengths)
             cache.bind(binding, T, part.layers)
 
         self._run_parts("main", T, bind, out, run_options)
@@ -178,6 +193,8 @@ class DynamicEngine(Engine):
         return self._call(cache, token_ids, out, run_options)[0].astype(np.float32, copy=False)
 
     def decode(self, cache, token, out, run_options=None):
+        if self.capture is not None and getattr(cache, "placement", HOST).on_device:
+            return self.capture.decode(cache, token)
         self._call(cache, np.array([token], dtype=np.int64), out, run_options)
         return out[0, -1].astype(np.float32, copy=False)
 
@@ -192,9 +209,10 @@ class DynamicEngine(Engine):
         positions = np.array([s.length for s in slots], dtype=np.int64).reshape(B, 1)
         logits_from = np.zeros(1, dtype=np.int64)
         out = np.empty((B, 1, self.vocab), self.logits_dtype)
+        lengths = _lengths(positions)
 
         def bind(binding: ort.IOBinding, part: Part) -> None:
-            _bind_tokens(binding, part, ids, positions, logits_from)
+            _bind_tokens(binding, part, ids, positions, logits_from, lengths)
             pool.bind_run(binding, first, B, part.layers)
 
         self._run_parts("main", 1, bind, out, run_options, batch=B)
@@ -203,9 +221,17 @@ class DynamicEngine(Engine):
         return out[:, 0].astype(np.float32, copy=False)
 
 
-def _bind_tokens(binding: ort.IOBinding, part: Part, ids, positions, logits_from) -> None:
+def _lengths(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A capturable graph's attention lengths for a call at `positions` [B, T]: seqlens_k [B] (each sequence's last
+    position) and total_sequence_length [] (the longest sequence's length), int32."""
+    return positions[:, -1].astype(np.int32), np.array(int(positions.max()) + 1, dtype=np.int32)
+
+
+def _bind_tokens(binding: ort.IOBinding, part: Part, ids, positions, logits_from, lengths) -> None:
     """A dynamic graph call's token inputs, those the part takes (arrays bound by pointer: they outlive the run)."""
-    for name, array in ((names.INPUT_IDS, ids), (names.POSITION_IDS, positions), (names.LOGITS_FROM, logits_from)):
+    inputs = ((names.INPUT_IDS, ids), (names.POSITION_IDS, positions), (names.LOGITS_FROM, logits_from),
+              (names.SEQLENS_K, lengths[0]), (names.TOTAL_SEQUENCE_LENGTH, lengths[1]))
+    for name, array in inputs:
         if part.takes(name):
             bind_array(binding.bind_input, name, array)
 
@@ -233,10 +259,13 @@ def _adjacent_runs(caches) -> list[list[int]]:
 
 
 def engine_for(manifest: Manifest, sessions: dict[str, list[ort.InferenceSession]], max_context: int,
-               prefill_chunk: int, placement: Placement = HOST) -> Engine:
-    """The engine the manifest's shapes call for."""
+               prefill_chunk: int, placement: Placement = HOST, capture: bool = False) -> Engine:
+    """The engine the manifest's shapes call for; capture: decode by replaying a captured graph (capture.py)."""
     if manifest.kv.mode == "static":
+        if capture:
+            raise ValueError(f"{manifest.path}: graph capture is for dynamic-shape bundles; a static one compiles "
+                             f"its graphs ahead of time")
         from .static_engine import StaticEngine
 
         return StaticEngine(sessions, manifest, max_context, prefill_chunk, placement)
-    return DynamicEngine(sessions, manifest, max_context, prefill_chunk, placement)
+    return DynamicEngine(sessions, manifest, max_context, prefill_chunk, placement, capture)

@@ -23,7 +23,7 @@ from gptoss.bundle.integrity import check_files
 
 from . import chat as _chat
 from .engine import Engine, engine_for
-from .errors import BundleError
+from .errors import ArgumentError, BundleError
 from .generation import Request, Sequence as _Sequence, TokenEvent, run
 from .kv import HOST, KVCache, Placement
 from .sampling import SamplingParams
@@ -54,7 +54,8 @@ class Model:
     def load(cls, bundle_dir: str | Path, provider: str | None = None, threads: int | None = None,
              max_context: int | None = None, verify: bool = False, allow_fallback: bool = False,
              prefill_chunk: int | None = None, placement: Placement | None = None,
-             provider_options: dict | None = None, session_options: dict | None = None) -> "Model":
+             provider_options: dict | None = None, session_options: dict | None = None,
+             graph_capture: bool = False) -> "Model":
         """Open a bundle: validate its manifest, create the sessions, check the provider took the graphs.
 
         provider: an ORT execution provider name (default: the manifest's target). threads: intra-op
@@ -68,6 +69,9 @@ class Model:
         values (runtime/session.py), e.g. {"session.intra_op.allow_spinning": "0"}.
         placement: where a shared KV cache lives; default: on the provider's device when the bundle says
         kv_cache.device "device" and the provider took the graph, else host numpy (kv.Placement()).
+        graph_capture: record the one-token decode once and replay it (CUDA graphs, WebGPU graph capture;
+        runtime/capture.py), for a bundle whose target allows it (manifest target.graph_capture) with its cache on
+        the device. Off by default: docs/targets.md says where it was checked.
         """
         t0 = time.perf_counter()
         manifest = load_manifest(bundle_dir)
@@ -77,11 +81,13 @@ class Model:
         if chunk < 1:
             raise ValueError(f"prefill_chunk must be >= 1, got {chunk}")
         tokenizer = _tokenizer(manifest)
+        if graph_capture:
+            provider_options, session_options = _capture_options(manifest, provider_options, session_options)
         sessions, info = create_sessions(manifest, provider, threads, allow_fallback, provider_options,
                                          session_options)
         if placement is None:
             placement = _placement(manifest, info)
-        engine = engine_for(manifest, sessions, max_context, chunk, placement)
+        engine = engine_for(manifest, sessions, max_context, chunk, placement, capture=graph_capture)
         return cls(manifest, engine, info, tokenizer, time.perf_counter() - t0)
 
     # ----------------------------------------------------------------- facts
@@ -205,6 +211,17 @@ def _max_context(manifest: Manifest, asked: int | None) -> int:
         raise ValueError(f"max_context must be in [2, {limit}] (the model's max_position_embeddings"
                          f"{' and the static context' if manifest.kv.mode == 'static' else ''}), got {asked}")
     return asked
+
+
+def _capture_options(manifest, provider_options: dict | None, session_options: dict | None) -> tuple[dict, dict]:
+    """The provider option that turns capture on (the manifest's `target.graph_capture`), over the caller's or the
+    bundle's options; memory patterns off, as ONNX Runtime requires for a captured graph."""
+    option = manifest.target.graph_capture
+    if option is None:
+        raise ArgumentError(f"{manifest.path}: graph_capture=True, but target {manifest.target.name!r} has no "
+                            f"capturable graph (manifest target.graph_capture is absent)")
+    base = provider_options if provider_options is not None else manifest.target.provider_options
+    return {**base, option: "1"}, {**(session_options or {}), "enable_mem_pattern": False}
 
 
 def _placement(manifest: Manifest, info: SessionInfo) -> Placement:

@@ -3,7 +3,7 @@
 A graph role ("main", "prefill", "decode") is one or more ONNX files run in order (a model split for an NPU's
 context size), chained through the hidden state. Together their inputs and outputs must be exactly what the
 manifest implies (bundle.names): the token ids and positions, one past/present pair per layer, logits_from for
-selectable logits, one mask per window for static graphs. Each part binds only what it declares.
+selectable logits, one mask per window for static graphs, the attention lengths for capturable ones. Each part binds only what it declares.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ def expected_io(manifest: Manifest) -> tuple[set[str], set[str]]:
         inputs.add(names.LOGITS_FROM)
     if kv.mode == "static":
         inputs |= {names.attention_bias(w) for w in kv.window}
+    if manifest.target.graph_capture is not None:
+        inputs |= {names.SEQLENS_K, names.TOTAL_SEQUENCE_LENGTH}
     return inputs, {names.LOGITS} | {n for k in layers for n in k[2:]}
 
 

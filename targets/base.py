@@ -41,11 +41,13 @@ class TargetError(GptOssError):
 
 @dataclass(frozen=True)
 class LoweringContext:
-    """What every pass may read besides the graph: the weight scheme chosen for each part, and the KV cache dtype
-    asked for when it differs from the one the graph was built with (None: keep it)."""
+    """What every pass may read besides the graph: the weight scheme chosen for each part, the KV cache dtype
+    asked for when it differs from the one the graph was built with (None: keep it), and whether the graph must be
+    capturable (the target has `graph_capture`: no CPU work inside the decode step)."""
 
     schemes: Mapping[str, str]
     kv_dtype: str | None = None
+    capturable: bool = False
 
 
 class Pass(Protocol):
@@ -111,6 +113,7 @@ class Target:
     shapes: Shapes = Dynamic()
     provider_options: Mapping[str, str] = field(default_factory=frozen)
     session_options: Mapping[str, object] = field(default_factory=frozen)
+    graph_capture: str | None = None            # provider option that captures the decode step (needs lengths as inputs)
     split: Split | None = None
     aot: AotStep | None = None
 

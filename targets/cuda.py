@@ -3,7 +3,8 @@
 Experts stay exact: QMoE fp4 over the checkpoint's MXFP4 codes in CUDA's N-packed layout (native on SM120, decoded
 once to fp16 below it), or, as an option, the exact int8 re-encoding (QMoE int8, W8A16); int4 is a lossy option.
 Attention is GroupQueryAttention with sinks and CUDA's window cache (exactly `window` rows), KV buffers on the GPU.
-Checked here (op lists, graphs, the device-binding path on ORT's CPU device), run only by bench/gpu_check.py."""
+Checked here (op lists, graphs, the device-binding path on ORT's CPU device), run only by bench/gpu_check.py, which
+also compares a CUDA-graph-captured decode (`Model.load(graph_capture=True)`) with the uncaptured one."""
 
 from .base import ExecutionProvider, Target, frozen
 from .passes.attention import AttentionToGQA
@@ -31,4 +32,5 @@ TARGET = Target(
     kv_dtype="float16",
     kv_device=True,
     session_options=frozen(graph_optimization_level="ORT_ENABLE_ALL"),
+    graph_capture="enable_cuda_graph",
 )

@@ -5,7 +5,9 @@ same QMoE node as on the CPU, off by the output's whole scale; 4-bit matches the
 int4 blocks of 32: the one lossy part of this target (docs/quality.md). Its GroupQueryAttention has sinks and the
 local window but no window cache, so sliding layers keep full-length buffers with the window as a mask.
 MatMulNBits, GatherBlockQuantized and RMSNormalization have kernels. Runs in CI on SwiftShader (float32: the
-software adapter has no shader-f16)."""
+software adapter has no shader-f16). The decode step can be captured (`Model.load(graph_capture=True)`), but ORT's
+WebGPU GroupQueryAttention drops the sliding window under capture (measured: tests/targets/test_webgpu.py), so
+nothing turns it on by default."""
 
 from .base import ExecutionProvider, Target, frozen
 from .passes.attention import AttentionToGQA
@@ -32,4 +34,5 @@ TARGET = Target(
     activations="float16",
     kv_dtype="float16",
     kv_device=True,
+    graph_capture="enableGraphCapture",
 )

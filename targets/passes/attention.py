@@ -10,6 +10,9 @@
         takes any capacity >= window, 2x compacts once per window; CUDA's needs exactly the window), or, where the
         kernel has no window cache (WebGPU), keep a full-length buffer in which the window is only a mask.
 
+    A capturable graph (target `graph_capture`) takes seqlens_k and total_sequence_length as inputs instead of
+    computing them from position_ids on the CPU.
+
     With an int8 cache asked for (`--kv-cache int8`, ctx.kv_dtype): the buffers are int8 and the op quantizes the
     rows it writes (k_quant_type = v_quant_type = PER_CHANNEL, kv_cache_bit_width = 8) with one scale per (KV head,
     channel) per layer, constants `layers.{i}.attn.k_scale` / `v_scale` [kv_heads * head_dim]. They are written as
@@ -48,7 +51,7 @@ class AttentionToGQA:
         if ctx.kv_dtype not in (None, contract.kv.dtype, "int8"):
             raise TargetError(f"{self.name}: a {ctx.kv_dtype} cache is not one GroupQueryAttention here can keep")
         cos, sin = _rotary_caches(graph, contract.kv.head_dim, np.dtype(contract.kv.dtype))
-        seqlens, total = _absolute_lengths(graph)
+        seqlens, total = _length_inputs(graph) if ctx.capturable else _absolute_lengths(graph)
         for i, node in enumerate(graph.nodes_of("Attention", GPTOSS_DOMAIN)):
             q, k, v, past_k, past_v, _cos, _sin, sinks = node.input
             attrs = node_attributes(node)
@@ -113,6 +116,15 @@ def _rotary_caches(graph: Graph, head_dim: int, dtype: np.dtype) -> tuple[str, s
     cos = graph.weight(LazyTensor("model.rotary.cos_cache", (max_pos, half), dtype, table(np.cos), "attention"))
     sin = graph.weight(LazyTensor("model.rotary.sin_cache", (max_pos, half), dtype, table(np.sin), "attention"))
     return cos, sin
+
+
+def _length_inputs(graph: Graph) -> tuple[str, str]:
+    """seqlens_k [B] and total_sequence_length [] (int32) as graph inputs that the runtime feeds: a graph whose
+    decode step is captured and replayed holds no CPU node, and _absolute_lengths' int64 arithmetic runs on the CPU.
+    A captured step is fed total_sequence_length = the cache's rows (fixed across replays; the rows past seqlens_k
+    are masked), any other call its true total."""
+    return (graph.add_input(names.SEQLENS_K, TensorProto.INT32, ["batch"]),
+            graph.add_input(names.TOTAL_SEQUENCE_LENGTH, TensorProto.INT32, []))
 
 
 def _absolute_lengths(graph: Graph) -> tuple[str, str]:

@@ -1,0 +1,95 @@
+"""Decode by replaying a captured device graph (CUDA graphs, WebGPU graph capture).
+
+A capturable bundle (manifest `target.graph_capture`: the provider option that turns capture on) takes its
+attention lengths as inputs, so its decode step holds no CPU node. `Model.load(graph_capture=True)` sets that
+option; the engine then
+
+- runs every call but a one-token decode with `gpu_graph_id = -1` (prefill chunks change shape: never captured);
+- decodes through a `CapturedStep` when the cache lives on the device: the step's inputs (token, position,
+  logits_from, seqlens_k, total_sequence_length) and its logits are device buffers made once and bound once, with
+  the cache's own buffers, which never move (a device cache holds the whole context from the start). The first
+  step records the graph; later steps write their inputs in place and replay it. total_sequence_length is the
+  cache's row count, the same on every replay: the rows past seqlens_k are masked by the attention op.
+
+A captured graph pins its binding, hence one cache: decoding another cache releases the graph and records it again
+for that one. Only the logits row crosses to the host.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import onnxruntime as ort
+
+from gptoss.bundle import names
+
+from .kv.storage import DeviceBuffer
+
+GRAPH_ID = 1
+SKIP = -1                      # ONNX Runtime's "run without capture or replay"
+RUN_OPTION = "gpu_graph_id"
+
+
+def without_capture(run_options: ort.RunOptions | None) -> ort.RunOptions:
+    """`run_options` (a fresh one if None) marked to run outside any captured graph."""
+    run_options = run_options if run_options is not None else ort.RunOptions()
+    run_options.add_run_config_entry(RUN_OPTION, str(SKIP))
+    return run_options
+
+
+class CapturedStep:
+    """One-token decode on `cache` (a device SharedCache) through graph `part` (a one-part role), replayed."""
+
+    def __init__(self, part, cache, device: str, device_id: int, vocab: int, logits_dtype: np.dtype):
+        self.session, self.cache = part.session, cache
+        rows = max(cache.buffers(i)[0].shape[2] for i in part.layers)
+
+        def buffer(shape, dtype, value=0):
+            buf = DeviceBuffer(shape, dtype, device, device_id)
+            buf.write(np.full(shape, value, dtype))
+            return buf
+
+        self.inputs = {names.INPUT_IDS: buffer((1, 1), np.int64), names.POSITION_IDS: buffer((1, 1), np.int64),
+                       names.LOGITS_FROM: buffer((1,), np.int64), names.SEQLENS_K: buffer((1,), np.int32),
+                       names.TOTAL_SEQUENCE_LENGTH: buffer((), np.int32, rows)}
+        self.logits = buffer((1, 1, vocab), logits_dtype)
+        self.binding = self.session.io_binding()
+        for name, buf in self.inputs.items():
+            if part.takes(name):
+                buf.bind_input(self.binding, name)
+        cache.bind(self.binding, 1, part.layers)
+        self.logits.bind_output(self.binding, names.LOGITS)
+        self.run_options = ort.RunOptions()
+        self.run_options.add_run_config_entry(RUN_OPTION, str(GRAPH_ID))
+
+    def step(self, token: int) -> np.ndarray:
+        """Append `token` to the cache; its logits, float32 [vocab]."""
+        position = self.cache.length
+        self.inputs[names.INPUT_IDS].write(np.array([[token]], np.int64))
+        self.inputs[names.POSITION_IDS].write(np.array([[position]], np.int64))
+        self.inputs[names.SEQLENS_K].write(np.array([position], np.int32))
+        self.session.run_with_iobinding(self.binding, self.run_options)
+        self.cache.commit([token])
+        return self.logits.read()[0, -1].astype(np.float32, copy=False)
+
+    def release(self) -> None:
+        self.session.release_captured_graph(GRAPH_ID)
+
+
+class Capture:
+    """The engine's captured decode: one CapturedStep at a time, re-recorded when another cache decodes."""
+
+    def __init__(self, part, placement, vocab: int, logits_dtype: np.dtype):
+        self.part, self.placement, self.vocab, self.logits_dtype = part, placement, vocab, logits_dtype
+        self.current: CapturedStep | None = None
+        self.lock = threading.Lock()
+
+    def decode(self, cache, token: int) -> np.ndarray:
+        with self.lock:
+            if self.current is None or self.current.cache is not cache:
+                if self.current is not None:
+                    self.current.release()
+                self.current = CapturedStep(self.part, cache, self.placement.device, self.placement.device_id,
+                                            self.vocab, self.logits_dtype)
+            return self.current.step(token)
