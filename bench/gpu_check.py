@@ -7,9 +7,12 @@ Steps, each recorded (with its error text when it fails) rather than stopping th
   2. checkpoints: the tiny preset, and full-width 20b slices of 1 and 2 layers (synthetic, published layout);
   3. bundles for `cuda` (and `trt-rtx` when its plugin imports): tiny, and the slices;
   4. fidelity: logits of each bundle on the GPU against the fp32 PyTorch reference (relative error, top-1);
-  5. speed: prefill of a 512-token prompt and 64 greedy decode steps at 1k context, each side run 3 times (median
-     and spread), ours and onnxruntime-genai-cuda (`--peer`, its builder `-p int4 -e cuda` on the same slices)
-     alternating.
+  5. graph capture (`cuda` only): 160 greedy steps (past the sliding window of 128) decoded by replaying a captured
+     CUDA graph (`Model.load(graph_capture=True)`) against the same bundle decoding plainly: the largest relative
+     logit difference, and whether the tokens agree;
+  6. speed: prefill of a 512-token prompt and 64 greedy decode steps at 1k context, each side run 3 times (median
+     and spread), ours (plain, and with capture for `cuda`) and onnxruntime-genai-cuda (`--peer`, its builder
+     `-p int4 -e cuda` on the same slices) alternating.
 
 Run it from the repository root with the project importable (PYTHONPATH=. works: the repo root is `gptoss`).
 """
@@ -94,12 +97,32 @@ def fidelity(ckpt: str, bundle: str, tokens: int = 64) -> dict:
             "top1_agreement": float((got.argmax(-1) == reference.argmax(-1)).mean())}
 
 
-def speed_ours(bundle: str, rounds: int = 3) -> dict:
+def capture(bundle: str, steps: int = 160) -> dict:
+    """Greedy decode with the captured graph and without it, from the same prompt: do they agree past the window?"""
     import numpy as np
 
     from gptoss.runtime import Model
 
-    model = Model.load(bundle)
+    runs = {}
+    for captured in (False, True):
+        model = Model.load(bundle, graph_capture=captured)
+        cache, buf = model.new_cache(), model.engine.logits_buffer()
+        rows = [model.engine.prefill(cache, [1000, 2000, 3000])]
+        for _ in range(steps):
+            rows.append(model.engine.decode(cache, int(np.argmax(rows[-1])), buf).copy())
+        runs[captured] = np.stack(rows)
+    err = np.linalg.norm(runs[True] - runs[False], axis=-1) / np.linalg.norm(runs[False], axis=-1)
+    return {"steps": steps, "max_relative_difference": float(err.max()),
+            "first_step_over_1e-3": int(np.argmax(err > 1e-3)) if (err > 1e-3).any() else None,
+            "same_tokens": bool((runs[True].argmax(-1) == runs[False].argmax(-1)).all())}
+
+
+def speed_ours(bundle: str, rounds: int = 3, graph_capture: bool = False) -> dict:
+    import numpy as np
+
+    from gptoss.runtime import Model
+
+    model = Model.load(bundle, graph_capture=graph_capture)
     prompt = np.random.default_rng(1).integers(1000, 199000, 512).tolist()
     prefill, decode = [], []
     for _ in range(rounds):
@@ -162,8 +185,12 @@ def main() -> None:
             bundle = step(f"export {target} {name}")(export)(ckpt, args.work / f"{target}_{name}", target)
             if bundle:
                 step(f"fidelity {target} {name}")(fidelity)(ckpt, bundle)
+                if target == "cuda":
+                    step(f"capture {target} {name}")(capture)(bundle)
                 if name != "tiny":
                     step(f"speed {target} {name}")(speed_ours)(bundle)
+                    if target == "cuda":
+                        step(f"speed {target} {name} captured")(speed_ours)(bundle, graph_capture=True)
                     if args.peer and target == "cuda":
                         step(f"speed onnxruntime-genai {name}")(speed_peer)(ckpt, args.work)
     shutil.rmtree(args.work / "peer_cache", ignore_errors=True)
