@@ -43,7 +43,10 @@ class CapturedStep:
 
     def __init__(self, part, cache, device: str, device_id: int, vocab: int, logits_dtype: np.dtype):
         self.session, self.cache = part.session, cache
-        rows = max(cache.buffers(i)[0].shape[2] for i in part.layers)
+        # the growing (full-attention) layers' rows: fixed across replays, and what total_sequence_length says; a
+        # step needs strictly more rows than the sequence (as SharedCache.bind). Window caches keep their own size.
+        rows = min(cache.buffers(i)[0].shape[2] for i in part.layers if cache.spec.capacity[i] is None)
+        self.rows = rows
 
         def buffer(shape, dtype, value=0):
             buf = DeviceBuffer(shape, dtype, device, device_id)
@@ -66,6 +69,10 @@ class CapturedStep:
     def step(self, token: int) -> np.ndarray:
         """Append `token` to the cache; its logits, float32 [vocab]."""
         position = self.cache.length
+        if position + 2 > self.rows:    # the cache would have to grow, i.e. move: the recorded graph cannot follow
+            raise ValueError(f"graph capture: the cache holds {self.rows} rows, {position + 1} positions would "
+                             f"outgrow it; make the cache with Model.new_cache() (a device cache takes the whole "
+                             f"context up front)")
         self.inputs[names.INPUT_IDS].write(np.array([[token]], np.int64))
         self.inputs[names.POSITION_IDS].write(np.array([[position]], np.int64))
         self.inputs[names.SEQLENS_K].write(np.array([position], np.int32))
