@@ -13,7 +13,8 @@ values), `--rounds` rounds alternating the measurements, median and spread repor
   `--prefill` tokens (GFLOP/s, 2 flops per multiply-add of the active experts);
 - **QMoE int8** on the same shapes: MXFP4 re-encoded losslessly to int8 (twice the bytes, over the 16 GB budget),
   to show what integer arithmetic would buy;
-- **MatMulNBits int8 decode** on the unembedding's shape (201088 x 2880, accuracy level 4), GB/s.
+- **MatMulNBits int8 decode** on the unembedding's shape (201088 x 2880, accuracy level 4), GB/s, with blocks of
+  32 values (the bundles') and any other `--unembedding-blocks` (fewer scale bytes per weight).
 """
 
 from __future__ import annotations
@@ -69,12 +70,20 @@ def sgemm_model(rng: np.random.Generator) -> bytes:
                      [numpy_helper.from_array(w, "w")])
 
 
-def unembedding_model(rng: np.random.Generator) -> bytes:
-    blocks = HIDDEN // 32
-    q = rng.integers(0, 256, (VOCAB, blocks, 32), dtype=np.uint8)
+def unembedding_blocks(block: int) -> int:
+    return -(-HIDDEN // block)                      # the last block padded
+
+
+def unembedding_bytes(block: int) -> int:
+    return VOCAB * unembedding_blocks(block) * (block + 4)     # int8 values and one fp32 scale per block
+
+
+def unembedding_model(rng: np.random.Generator, block: int = 32) -> bytes:
+    blocks = unembedding_blocks(block)
+    q = rng.integers(0, 256, (VOCAB, blocks, block), dtype=np.uint8)
     s = rng.uniform(1e-3, 1e-2, (VOCAB * blocks,)).astype(np.float32)
     node = helper.make_node("MatMulNBits", ["x", "q", "s"], ["y"], domain="com.microsoft", K=HIDDEN, N=VOCAB,
-                            bits=8, block_size=32, accuracy_level=4)
+                            bits=8, block_size=block, accuracy_level=4)
     return _one_node(node, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, HIDDEN])],
                      helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, VOCAB]),
                      [numpy_helper.from_array(q, "q"), numpy_helper.from_array(s, "s")])
@@ -98,7 +107,7 @@ def measure(args) -> dict:
         "sgemm": session(sgemm_model(rng), args.threads),
         "qmoe_fp4": session(build_qmoe("fp4", rng), args.threads),
         "qmoe_int8": session(build_qmoe("int8", rng, 4), args.threads),
-        "unembedding": session(unembedding_model(rng), args.threads),
+        **{f"unembedding_b{b}": session(unembedding_model(rng, b), args.threads) for b in args.unembedding_blocks},
     }
     feeds = {
         "sgemm": [{"x": rng.standard_normal((rows_per_expert, HIDDEN)).astype(np.float32)}],
@@ -125,9 +134,11 @@ def measure(args) -> dict:
             ms = median_ms(sess, feeds["prefill"], max(3, args.calls // 10))
             keep(f"qmoe_{kind}_prefill_ms_per_token", ms / args.prefill)
             keep(f"qmoe_{kind}_prefill_gflops", prefill_flops / ms / 1e6)
-        ms = median_ms(sessions["unembedding"], feeds["unembedding"], args.calls)
-        keep("unembedding_decode_ms", ms)
-        keep("unembedding_decode_gbs", VOCAB * (HIDDEN + HIDDEN // 32 * 4) / ms / 1e6)
+        for b in args.unembedding_blocks:
+            ms = median_ms(sessions[f"unembedding_b{b}"], feeds["unembedding"], args.calls)
+            suffix = "" if b == 32 else f"_b{b}"
+            keep(f"unembedding{suffix}_decode_ms", ms)
+            keep(f"unembedding{suffix}_decode_gbs", unembedding_bytes(b) / ms / 1e6)
     summary = {k: {"median": statistics.median(v), "min": min(v), "max": max(v), "rounds": v}
                for k, v in rounds.items()}
     return {"threads": args.threads, "prefill_tokens": args.prefill, "rows_per_expert": rows_per_expert,
@@ -152,8 +163,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--calls", type=int, default=30, help="calls per decode measurement (a tenth for prefill)")
     ap.add_argument("--prefill", type=int, default=512, help="tokens of the prefill measurement")
+    ap.add_argument("--unembedding-blocks", type=int, nargs="+", default=[32],
+                    help="block sizes of the int8 unembedding measured (32: the bundles')")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    args.unembedding_blocks = sorted(set(args.unembedding_blocks) | {32})
     res = measure(args)
     report(res)
     if args.json:
