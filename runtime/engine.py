@@ -25,9 +25,9 @@ import onnxruntime as ort
 
 from gptoss.bundle import Manifest, names
 
-from .errors import check_context
-from .kv import HOST, KVCache, Placement, SlotCache, SlotPool, new_cache
 from .capture import Capture, without_capture
+from .errors import ArgumentError, check_context
+from .kv import HOST, KVCache, Placement, SlotCache, SlotPool, new_cache
 from .kv.storage import bind_array
 from .parts import Part, check_dtypes, parts_of
 
@@ -56,10 +56,10 @@ class Engine:
         """The captured decode (capture.py), after checking that this bundle and placement allow one."""
         main = self.parts.get("main", [])
         if self.manifest.target.graph_capture is None or len(main) != 1 or not self.placement.on_device:
-            raise ValueError(f"{self.manifest.path}: graph capture needs a capturable one-part graph (manifest "
-                             f"target.graph_capture; this one: {self.manifest.target.graph_capture!r}, "
-                             f"{len(main)} part(s)) with its KV cache on the device (here: "
-                             f"{self.placement.device or 'host'})")
+            raise ArgumentError(f"{self.manifest.path}: graph capture needs a capturable one-part graph (manifest "
+                                f"target.graph_capture; this one: {self.manifest.target.graph_capture!r}, "
+                                f"{len(main)} part(s)) with its KV cache on the device (here: "
+                                f"{self.placement.device or 'host'})")
         return Capture(main[0], self.placement, self.vocab, self.logits_dtype)
 
     # ------------------------------------------------------------------ facts
@@ -263,8 +263,8 @@ def engine_for(manifest: Manifest, sessions: dict[str, list[ort.InferenceSession
     """The engine the manifest's shapes call for; capture: decode by replaying a captured graph (capture.py)."""
     if manifest.kv.mode == "static":
         if capture:
-            raise ValueError(f"{manifest.path}: graph capture is for dynamic-shape bundles; a static one compiles "
-                             f"its graphs ahead of time")
+            raise ArgumentError(f"{manifest.path}: graph capture is for dynamic-shape bundles; a static one "
+                                f"compiles its graphs ahead of time")
         from .static_engine import StaticEngine
 
         return StaticEngine(sessions, manifest, max_context, prefill_chunk, placement)
