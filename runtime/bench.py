@@ -26,11 +26,11 @@ def bench_prompt(n: int, vocab: int, seed: int = 0) -> list[int]:
 
 
 def run_bench(bundle, provider=None, threads=None, max_context=None, allow_fallback=False,
-              prompt_tokens: int = 512, new_tokens: int = 128, repeat: int = 1) -> dict:
+              prompt_tokens: int = 512, new_tokens: int = 128, repeat: int = 1, graph_capture: bool = False) -> dict:
     from .model import Model
 
     model = Model.load(bundle, provider=provider, threads=threads, max_context=max_context,
-                       allow_fallback=allow_fallback)
+                       allow_fallback=allow_fallback, graph_capture=graph_capture)
     ids = bench_prompt(prompt_tokens, model.vocab_size)
     best = None
     for _ in range(repeat):

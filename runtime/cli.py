@@ -40,6 +40,9 @@ def main() -> None:
 
 
 def _load_options(f):
+    f = click.option("--graph-capture", is_flag=True,
+                     help="Record the decode step once and replay it (CUDA graphs, WebGPU), where the bundle's "
+                          "target allows it (docs/targets.md).")(f)
     f = click.option("--allow-fallback", is_flag=True, help="Accept running on CPU if the provider is missing.")(f)
     f = click.option("--max-context", type=click.IntRange(min=2), default=None,
                      help="Context length in tokens (default: the model's, capped at 16384).")(f)
@@ -66,11 +69,11 @@ def _sampling_options(f):
     return f
 
 
-def _load(bundle, provider, threads, max_context, allow_fallback, verify=False):
+def _load(bundle, provider, threads, max_context, allow_fallback, graph_capture, verify=False):
     from .model import Model
 
     return Model.load(bundle, provider=provider, threads=threads, max_context=max_context,
-                      allow_fallback=allow_fallback, verify=verify)
+                      allow_fallback=allow_fallback, verify=verify, graph_capture=graph_capture)
 
 
 @contextlib.contextmanager
@@ -111,10 +114,10 @@ def _stream_reply(stream, show_reasoning: bool) -> None:
 @click.argument("prompt")
 @_sampling_options
 @_verify_option
-def run(bundle, provider, threads, max_context, allow_fallback, prompt, show_reasoning, reasoning_effort,
-        max_new_tokens, temperature, seed, verify):
+def run(bundle, provider, threads, max_context, allow_fallback, graph_capture, prompt, show_reasoning,
+        reasoning_effort, max_new_tokens, temperature, seed, verify):
     """Answer PROMPT (as a user message) and stream the final answer."""
-    model = _load(bundle, provider, threads, max_context, allow_fallback, verify)
+    model = _load(bundle, provider, threads, max_context, allow_fallback, graph_capture, verify)
     convo = model.conversation(reasoning_effort=reasoning_effort)
     with _ctrl_c_cancels() as cancel:
         stream = convo.send(prompt, stream=True, max_new_tokens=max_new_tokens, temperature=temperature,
@@ -169,10 +172,10 @@ def _overflow_hint(max_new_tokens: int) -> str:
 @_sampling_options
 @click.option("--system", "instructions", default=None, help="Developer instructions for the conversation.")
 @_verify_option
-def chat(bundle, provider, threads, max_context, allow_fallback, show_reasoning, reasoning_effort,
+def chat(bundle, provider, threads, max_context, allow_fallback, graph_capture, show_reasoning, reasoning_effort,
          max_new_tokens, temperature, seed, instructions, verify):
     """Chat interactively; the conversation keeps its history (and its cache) between turns."""
-    model = _load(bundle, provider, threads, max_context, allow_fallback, verify)
+    model = _load(bundle, provider, threads, max_context, allow_fallback, graph_capture, verify)
     convo = model.conversation(reasoning_effort=reasoning_effort, instructions=instructions)
     click.secho(f"{bundle} on {model.provider}. {CHAT_HELP}", dim=True, err=True)
     turn = 0
@@ -208,13 +211,14 @@ def chat(bundle, provider, threads, max_context, allow_fallback, show_reasoning,
 @click.option("--new-tokens", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True, help="Runs; the best is kept.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-def bench(bundle, provider, threads, max_context, allow_fallback, prompt_tokens, new_tokens, repeat, as_json):
+def bench(bundle, provider, threads, max_context, allow_fallback, graph_capture, prompt_tokens, new_tokens, repeat,
+          as_json):
     """Measure load time, prefill and decode speed, time to first token and peak memory."""
     from .bench import run_bench
 
     result = run_bench(bundle, provider=provider, threads=threads, max_context=max_context,
                        allow_fallback=allow_fallback, prompt_tokens=prompt_tokens, new_tokens=new_tokens,
-                       repeat=repeat)
+                       repeat=repeat, graph_capture=graph_capture)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
@@ -255,8 +259,8 @@ def verify(bundle):
 @click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="On SIGTERM, seconds in-flight requests get to finish.")
 @_verify_option
-def serve(bundle, provider, threads, max_context, allow_fallback, host, port, parallel, max_queue, api_key,
-          model_name, shutdown_timeout, verify):
+def serve(bundle, provider, threads, max_context, allow_fallback, graph_capture, host, port, parallel, max_queue,
+          api_key, model_name, shutdown_timeout, verify):
     """Serve BUNDLE over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/responses, /v1/models)."""
     from .serve import missing_extra
 
@@ -264,7 +268,7 @@ def serve(bundle, provider, threads, max_context, allow_fallback, host, port, pa
         raise _UserError(message)
     from .serve.server import default_model_name, run_server
 
-    model = _load(bundle, provider, threads, max_context, allow_fallback, verify)
+    model = _load(bundle, provider, threads, max_context, allow_fallback, graph_capture, verify)
     run_server(model, model_name or default_model_name(bundle), host=host, port=port, parallel=parallel,
                max_queue=max_queue, api_key=api_key, grace=shutdown_timeout)
 

@@ -93,6 +93,9 @@ def test_errors_are_one_line_and_exit_2(bundle, tmp_path):
     assert result.exit_code == 2 and result.output.startswith("Error: execution provider 'NopeExecutionProvider'")
     result = invoke("run", bundle, "x" * 50, "--max-context", 20)
     assert result.exit_code == 2 and result.output.startswith("Error: context overflow")
+    result = invoke("run", bundle, "x", "--graph-capture")          # a cpu bundle: nothing to capture
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert "graph_capture=True" in result.output and "target.graph_capture" in result.output
 
 
 def test_bad_manifest_error(bundle, tmp_path):
