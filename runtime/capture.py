@@ -11,13 +11,17 @@ option; the engine then
   step records the graph; later steps write their inputs in place and replay it. total_sequence_length is the
   cache's row count, the same on every replay: the rows past seqlens_k are masked by the attention op.
 
-A captured graph pins its binding, hence one cache: decoding another cache releases the graph and records it again
-for that one. Only the logits row crosses to the host.
+A captured graph pins its binding, hence one cache: each cache that decodes gets its own graph id, up to
+`MAX_GRAPHS` (a server's concurrent conversations each replay their own); one more releases the least recently
+used, and a cache that is garbage collected releases its graph (and, with it, the device memory its binding holds).
+Only the logits row crosses to the host.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
+from collections import OrderedDict
 
 import numpy as np
 import onnxruntime as ort
@@ -26,7 +30,7 @@ from gptoss.bundle import names
 
 from .kv.storage import DeviceBuffer
 
-GRAPH_ID = 1
+MAX_GRAPHS = 8                 # recorded graphs kept at once (one per cache)
 SKIP = -1                      # ONNX Runtime's "run without capture or replay"
 RUN_OPTION = "gpu_graph_id"
 
@@ -39,10 +43,11 @@ def without_capture(run_options: ort.RunOptions | None) -> ort.RunOptions:
 
 
 class CapturedStep:
-    """One-token decode on `cache` (a device SharedCache) through graph `part` (a one-part role), replayed."""
+    """One-token decode on `cache` (a device SharedCache) through graph `part` (a one-part role), recorded as graph
+    `graph_id` on the first step and replayed on the later ones. It holds the cache's buffers (bound), not the cache."""
 
-    def __init__(self, part, cache, device: str, device_id: int, vocab: int, logits_dtype: np.dtype):
-        self.session, self.cache = part.session, cache
+    def __init__(self, part, cache, graph_id: int, device: str, device_id: int, vocab: int, logits_dtype: np.dtype):
+        self.session, self.graph_id = part.session, graph_id
         # the growing (full-attention) layers' rows: fixed across replays, and what total_sequence_length says; a
         # step needs strictly more rows than the sequence (as SharedCache.bind). Window caches keep their own size.
         rows = min(cache.buffers(i)[0].shape[2] for i in part.layers if cache.spec.capacity[i] is None)
@@ -64,11 +69,11 @@ class CapturedStep:
         cache.bind(self.binding, 1, part.layers)
         self.logits.bind_output(self.binding, names.LOGITS)
         self.run_options = ort.RunOptions()
-        self.run_options.add_run_config_entry(RUN_OPTION, str(GRAPH_ID))
+        self.run_options.add_run_config_entry(RUN_OPTION, str(graph_id))
 
-    def step(self, token: int) -> np.ndarray:
-        """Append `token` to the cache; its logits, float32 [vocab]."""
-        position = self.cache.length
+    def step(self, cache, token: int) -> np.ndarray:
+        """Append `token` to `cache` (the one this step was made for); its logits, float32 [vocab]."""
+        position = cache.length
         if position + 2 > self.rows:    # the cache would have to grow, i.e. move: the recorded graph cannot follow
             raise ValueError(f"graph capture: the cache holds {self.rows} rows, {position + 1} positions would "
                              f"outgrow it; make the cache with Model.new_cache() (a device cache takes the whole "
@@ -77,26 +82,44 @@ class CapturedStep:
         self.inputs[names.POSITION_IDS].write(np.array([[position]], np.int64))
         self.inputs[names.SEQLENS_K].write(np.array([position], np.int32))
         self.session.run_with_iobinding(self.binding, self.run_options)
-        self.cache.commit([token])
+        cache.commit([token])
         return self.logits.read()[0, -1].astype(np.float32, copy=False)
 
     def release(self) -> None:
-        self.session.release_captured_graph(GRAPH_ID)
+        self.session.release_captured_graph(self.graph_id)
 
 
 class Capture:
-    """The engine's captured decode: one CapturedStep at a time, re-recorded when another cache decodes."""
+    """The engine's captured decode: a CapturedStep per cache (at most `max_graphs`, least recently used released
+    first); `recorded` counts the graphs made so far."""
 
-    def __init__(self, part, placement, vocab: int, logits_dtype: np.dtype):
+    def __init__(self, part, placement, vocab: int, logits_dtype: np.dtype, max_graphs: int = MAX_GRAPHS):
         self.part, self.placement, self.vocab, self.logits_dtype = part, placement, vocab, logits_dtype
-        self.current: CapturedStep | None = None
-        self.lock = threading.Lock()
+        self.max_graphs, self.recorded = max_graphs, 0
+        self.steps: OrderedDict[int, CapturedStep] = OrderedDict()      # id(cache) -> its step, oldest use first
+        self.lock = threading.RLock()
 
     def decode(self, cache, token: int) -> np.ndarray:
         with self.lock:
-            if self.current is None or self.current.cache is not cache:
-                if self.current is not None:
-                    self.current.release()
-                self.current = CapturedStep(self.part, cache, self.placement.device, self.placement.device_id,
-                                            self.vocab, self.logits_dtype)
-            return self.current.step(token)
+            step = self.steps.get(id(cache))
+            if step is None:
+                step = self._record(cache)
+            self.steps.move_to_end(id(cache))
+            return step.step(cache, token)
+
+    def _record(self, cache) -> CapturedStep:
+        if len(self.steps) >= self.max_graphs:
+            self.forget(next(iter(self.steps)))
+        free = sorted(set(range(1, self.max_graphs + 1)) - {s.graph_id for s in self.steps.values()})
+        step = CapturedStep(self.part, cache, free[0], self.placement.device, self.placement.device_id, self.vocab,
+                            self.logits_dtype)
+        self.steps[id(cache)] = step
+        self.recorded += 1
+        weakref.finalize(cache, self.forget, id(cache), step).atexit = False
+        return step
+
+    def forget(self, key: int, step: CapturedStep | None = None) -> None:
+        """Release the graph of the cache whose id() is `key` (if `step` is given: only if it is still that one)."""
+        with self.lock:
+            if key in self.steps and (step is None or self.steps[key] is step):
+                self.steps.pop(key).release()

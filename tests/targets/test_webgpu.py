@@ -128,8 +128,9 @@ def test_a_captured_decode_replays_what_the_plain_one_computes(captured, tiny_bu
     prompt = PROMPT[:2]                                       # 2 + 3 positions: inside the window of 8
     got, want = _decode_logits(captured, prompt, 4), _decode_logits(plain, prompt, 4)
     assert _rel(got, want).max() < 1e-5                       # measured ~3e-7: the same kernels, replayed
-    again = _decode_logits(captured, prompt, 2)               # another cache: the graph is recorded again for it
+    again = _decode_logits(captured, prompt, 2)               # another cache: recorded as its own graph
     assert _rel(again, want[:2]).max() < 1e-5
+    assert captured.engine.capture.recorded == 2
 
 
 def test_webgpu_with_capture_on_still_attends_past_the_window(captured, tiny_bundle):
