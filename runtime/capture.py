@@ -54,8 +54,9 @@ class CapturedStep:
         self.rows = rows
 
         def buffer(shape, dtype, value=0):
-            buf = DeviceBuffer(shape, dtype, device, device_id)
-            buf.write(np.full(shape, value, dtype))
+            buf = DeviceBuffer(shape, dtype, device, device_id)        # zeros
+            if value:
+                buf.write(np.full(shape, value, dtype))
             return buf
 
         self.inputs = {names.INPUT_IDS: buffer((1, 1), np.int64), names.POSITION_IDS: buffer((1, 1), np.int64),

@@ -193,7 +193,7 @@ class DynamicEngine(Engine):
         return self._call(cache, token_ids, out, run_options)[0].astype(np.float32, copy=False)
 
     def decode(self, cache, token, out, run_options=None):
-        if self.capture is not None and getattr(cache, "placement", HOST).on_device:
+        if self.capture is not None:            # only made with the caches on the device (_capture)
             return self.capture.decode(cache, token)
         self._call(cache, np.array([token], dtype=np.int64), out, run_options)
         return out[0, -1].astype(np.float32, copy=False)
