@@ -26,6 +26,8 @@ import numpy as np
 SCHEMES = {       # row -> (dense scheme, KV cache dtype: None = the cpu target's float32)
     "fp32": (dict(attention="fp32", embedding="fp32", unembedding="fp32"), None),
     "int8": (dict(attention="int8", embedding="int8", unembedding="int8"), None),
+    "int8 in blocks of 128 (attention, unembedding)":
+        (dict(attention="int8_b128", embedding="int8", unembedding="int8_b128"), None),
     "int4": (dict(attention="int4", embedding="int4", unembedding="int4"), None),
     "fp32, int8 KV cache": (dict(attention="fp32", embedding="fp32", unembedding="fp32"), "int8"),
     "int8, int8 KV cache": (dict(attention="int8", embedding="int8", unembedding="int8"), "int8"),

@@ -71,6 +71,10 @@ SCHEMES: dict[str, QuantScheme] = {
             description="block-wise int8, float32 scales; MatMulNBits / GatherBlockQuantized / QMoE bits=8",
         ),
         QuantScheme(
+            "int8_b128", bits=8, block_size=128, scale_bytes=4, fixed_block=False, parts=_NOT_ROUTER,
+            description="block-wise int8 in blocks of 128 (a quarter of int8's scale bytes; coarser scales)",
+        ),
+        QuantScheme(
             "int4", bits=4, block_size=32, scale_bytes=4, fixed_block=False, parts=_NOT_ROUTER,
             description="block-wise int4, float32 scales; MatMulNBits / GatherBlockQuantized / QMoE bits=4",
         ),

@@ -1,8 +1,8 @@
 """MatMul(x, W [in, out] fp32) -> com.microsoft.MatMulNBits(x, W as int8 | int4 blocks along `in`), per part.
 
-    weight  uint8 [N, K/block, block*bits/8]   the checkpoint's own [out, in] = [N, K] (MatMulNBits' layout),
+    weight  uint8 [N, nb, block*bits/8]        the checkpoint's own [out, in] = [N, K] (MatMulNBits' layout),
                                                symmetric, LSB first (gptoss.quant.blockwise.pack_matmul_nbits)
-    scales  float32 [N * K/block]
+    scales  float32 [N * nb]                   nb = ceil(K / block): a last partial block is zero-padded
 A part whose scheme is not a block-wise integer one (fp32) keeps its MatMul.
 """
 
@@ -18,7 +18,7 @@ from gptoss.ir.graph import MS_DOMAIN, Graph, LazyTensor
 from gptoss.quant.blockwise import pack_matmul_nbits
 from gptoss.quant.schemes import get_scheme
 
-from ..base import LoweringContext, TargetError
+from ..base import LoweringContext
 from .common import canonical, integer_bits, memo_quantize
 
 
@@ -44,10 +44,8 @@ class DenseToMatMulNBits:
 
     def _matmul_nbits(self, graph: Graph, node, weight: LazyTensor, bits: int, block: int):
         K, N = weight.shape
-        if K % block:
-            raise TargetError(f"{weight.name}: input size {K} is not a multiple of the block size {block}")
         take = memo_quantize(graph.source, canonical(weight.name), bits, block, pack_matmul_nbits)
-        nb = K // block
+        nb = -(-K // block)                         # the last block zero-padded (MatMulNBits takes K % block)
         data = graph.weight(LazyTensor(f"{weight.name}.q{bits}", (N, nb, block * bits // 8), np.uint8,
                                        lambda: take(0)().reshape(N, nb, -1), weight.part))
         dtype = np.dtype(weight.dtype)              # the activations' dtype: MatMulNBits wants its scales in it

@@ -41,6 +41,7 @@ BUNDLES = {
     "cpu-original-fp32": dict(target="cpu", quant=FP32, source="original"),
     "cpu-int8": dict(target="cpu"),
     "cpu-int4": dict(target="cpu", quant=INT4),
+    "cpu-int8-b128": dict(target="cpu", quant=dict(attention="int8_b128", unembedding="int8_b128")),
     "cpu-last": dict(target="cpu", quant=FP32, logits="last"),
 }
 
@@ -68,13 +69,25 @@ def test_cpu_lowered_graph_matches_reference(bundles, name, tokens, reference):
     assert max_diff(driver.prefill_then_decode(tokens, PREFILL), reference) <= 1e-3
 
 
-@pytest.mark.parametrize("name, max_rel, min_top1", [("cpu-int8", 0.04, 0.8), ("cpu-int4", 0.4, 0.3)])
+@pytest.mark.parametrize("name, max_rel, min_top1", [("cpu-int8", 0.04, 0.8), ("cpu-int8-b128", 0.04, 0.8),
+                                                    ("cpu-int4", 0.4, 0.3)])
 def test_quantized_dense_weights_stay_close(bundles, name, max_rel, min_top1, tokens, reference):
     """Loose bounds around the measured error (docs/quantization.md) so that a regression fails."""
     got = BundleDriver(bundles[name]).prefill_then_decode(tokens, PREFILL)
     rel = np.linalg.norm(got - reference) / np.linalg.norm(reference)
     top1 = float((got.argmax(-1) == reference.argmax(-1)).mean())
     assert rel <= max_rel and top1 >= min_top1
+
+
+def test_int8_b128_blocks_the_dense_weights_by_128_padding_a_short_last_block(bundles):
+    """tiny's hidden size is 64: the qkv and unembedding rows are one zero-padded block; o_proj's 256 are two."""
+    model = onnx.load(str(bundles["cpu-int8-b128"] / "model.onnx"), load_external_data=False)
+    nodes = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
+    attrs = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in nodes]
+    assert nodes and all(a["block_size"] == 128 and a["bits"] == 8 for a in attrs)
+    assert {a["K"] for a in attrs} == {64, 256}
+    sizes = {t.name: list(t.dims) for t in model.graph.initializer}
+    assert all(sizes[n.input[1]][1:] == [-(-a["K"] // 128), 128] for n, a in zip(nodes, attrs))
 
 
 def test_last_logits_bundle_returns_one_position(bundles, tokens, reference):
@@ -180,7 +193,7 @@ def test_aot_for_a_target_without_an_aot_step_is_refused_before_anything_is_writ
 
 
 def test_unknown_scheme_or_part_is_rejected(tiny_hf, tmp_path):
-    with pytest.raises(TargetError, match="it can: fp32, int8, int4"):
+    with pytest.raises(TargetError, match="it can: fp32, int8, int8_b128, int4"):
         export_bundle(tiny_hf, tmp_path / "b", quant={"attention": "int3"})
     with pytest.raises(TargetError, match="known parts: experts, attention"):
         export_bundle(tiny_hf, tmp_path / "b", quant={"mlp": "int8"})

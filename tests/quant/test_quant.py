@@ -280,7 +280,8 @@ def test_fp16_cast_rounds_and_refuses_overflow():
 # ---------------------------------------------------------------------------------------------
 
 def test_registry_rows():
-    assert tuple(SCHEMES) == ("mxfp4", "int8", "int4", "fp16", "fp32")
+    assert tuple(SCHEMES) == ("mxfp4", "int8", "int8_b128", "int4", "fp16", "fp32")
+    assert get_scheme("int8_b128").block_size == 128 and get_scheme("int8_b128").bits == 8
     assert get_scheme("mxfp4").parts == {"experts"}
     assert "router" not in get_scheme("int4").parts and "router" in get_scheme("fp16").parts
     for s in SCHEMES.values():
@@ -288,7 +289,7 @@ def test_registry_rows():
 
 
 def test_unknown_scheme_lists_known_ones():
-    with pytest.raises(UnknownSchemeError, match="'nf4'.*mxfp4, int8, int4, fp16, fp32"):
+    with pytest.raises(UnknownSchemeError, match="'nf4'.*mxfp4, int8, int8_b128, int4, fp16, fp32"):
         get_scheme("nf4")
 
 
@@ -304,9 +305,10 @@ def _pack_under(scheme: str, w: np.ndarray, block_size: int | None, asymmetric: 
     """What each scheme's packer really emits for w; every registered scheme must appear here."""
     if scheme == "mxfp4":
         return list(encode_mxfp4(w))
-    if scheme in ("int4", "int8"):
+    if scheme.startswith(("int4", "int8")):
+        row = get_scheme(scheme)
         p = bw.pack_matmul_nbits(
-            bw.quantize_blockwise(w, int(scheme[3:]), block_size or 32, symmetric=not asymmetric)
+            bw.quantize_blockwise(w, row.bits, block_size or row.block_size, symmetric=not asymmetric)
         )
         return [a for a in (p.data, p.scales, p.zero_points) if a is not None]
     if scheme == "fp16":
