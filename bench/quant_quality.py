@@ -3,6 +3,7 @@
     python bench/quant_quality.py --preset tiny                       # tiny synthetic model
     python bench/quant_quality.py --preset 20b --layers 2 --tokens 64  # full width, 2 layers
     python bench/quant_quality.py ... --markdown docs/quantization.md  # append the table there
+    python bench/quant_quality.py --checkpoint CK --weights-only      # the weights' own error per integer scheme
 
 For each scheme of the dense parts (attention, embedding, unembedding; experts stay exact MXFP4, router fp32), and
 with the int8 KV cache (`--kv-cache int8`, calibrated at export on compile/calibrate.py's text), it exports a `cpu`
@@ -59,6 +60,24 @@ def measure(ckpt: Path, work: Path, tokens: np.ndarray) -> list[dict]:
     return rows
 
 
+def weight_errors(ckpt: Path, rows: int = 8192) -> dict:
+    """Relative error ||dequant(quant(W)) - W|| / ||W|| of layer 0's attention weights (first `rows` rows) under each
+    block-wise integer dense scheme: the weights' own cost, apart from the logits' noise."""
+    from gptoss.export.checkpoint import Checkpoint
+    from gptoss.quant.blockwise import dequantize_packed, pack_matmul_nbits, quantize_blockwise
+    from gptoss.quant.schemes import get_scheme
+
+    ck = Checkpoint.open(ckpt)
+    out = {}
+    for name in ("layers.0.qkv.weight", "layers.0.out.weight"):
+        w = np.asarray(ck.read(name)[:rows], np.float32)
+        for scheme in ("int8", "int8_b128", "int4"):
+            row = get_scheme(scheme)
+            q = dequantize_packed(pack_matmul_nbits(quantize_blockwise(w, row.bits, row.block_size)))
+            out[f"{name} {scheme}"] = float(np.linalg.norm(q[:, :w.shape[1]] - w) / np.linalg.norm(w))
+    return out
+
+
 def to_markdown(rows: list[dict], args, command: str) -> str:
     model = (f"checkpoint {Path(args.checkpoint).name}" if args.checkpoint else
              f"{args.preset} preset" + (f", {args.layers} layers" if args.layers else ""))
@@ -81,6 +100,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, help="folder for checkpoints and bundles (default: a temp dir)")
     parser.add_argument("--markdown", type=Path, help="append the table to this file")
+    parser.add_argument("--weights-only", action="store_true",
+                        help="print only the weights' own quantization error per integer scheme (no logits)")
     args = parser.parse_args()
 
     from gptoss.export.synth import synth_config, write_synthetic
@@ -96,6 +117,9 @@ def main() -> None:
 
     vocab = Checkpoint.open(ckpt).config.vocab_size
     tokens = np.random.default_rng(args.seed).integers(0, vocab, args.tokens)
+    if args.weights_only:
+        print(json.dumps(weight_errors(ckpt), indent=2))
+        return
     rows = measure(ckpt, work, tokens)
     print(json.dumps(rows, indent=2))
     if args.markdown:
