@@ -9,7 +9,7 @@
                                         engine's batched decode (engine.decode_batch), whose GroupQueryAttention takes
                                         each sequence's own length from its own position (seqlens_k per batch row)
 
-Full layers share one row count across the slots: when any slot needs more rows, every slot's buffer grows (x2,
+Full layers share one row count across the slots: when any slot needs more rows, every slot's buffer grows (by a quarter,
 one copy), so the pool holds S x the longest sequence's rows. Sliding layers in the op's window cache have their
 fixed capacity. A batched call needs its slots adjacent in the pool (one block of memory per layer): the engine
 runs each adjacent run of slots as one call. The pool lives on the host (numpy, bound by pointer).
@@ -23,7 +23,7 @@ import onnxruntime as ort
 from gptoss.bundle import names
 from gptoss.bundle.kv import KVContract
 
-from .shared import GROWTH, SharedCache
+from .shared import SharedCache, grown
 from .storage import HostBuffer, bind_array
 
 
@@ -64,10 +64,10 @@ class SlotPool:
         return len(self.slots)
 
     def grow(self, layer: int, rows: int) -> None:
-        """Give full layer `layer` at least `rows` rows in every slot (x2 at least, one copy)."""
+        """Give full layer `layer` at least `rows` rows in every slot (a quarter more at least, one copy)."""
         if self.fixed[layer] or rows <= self.rows[layer]:
             return
-        new_rows = max(rows, GROWTH * self.rows[layer])
+        new_rows = grown(self.rows[layer], rows)
         fresh = self._alloc(len(self.slots), new_rows)
         for new, buf in zip(fresh, self.arrays[layer]):
             new[:, :, :self.rows[layer]] = buf

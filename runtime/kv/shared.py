@@ -2,7 +2,7 @@
 
     layer without a capacity (every full layer; a sliding layer whose window is a mask only):
                     [1, kv, rows, hd]; the graph writes the new rows at their absolute positions and reads rows
-                    [0, N + T); rows grow (x2, one copy) when N + T would reach them.
+                    [0, N + T); rows grow (by a quarter, one copy) when N + T would reach them.
     layer with a capacity C (a sliding layer in the op's window cache): [1, kv, C, hd], fixed: the attention op
                     keeps the last positions itself (ORT GroupQueryAttention sliding_window_cache), compacting.
 
@@ -25,7 +25,10 @@ from gptoss.bundle.kv import KVContract
 from .base import Checkpoint, KVCache
 from .storage import HOST, Placement
 
-GROWTH = 2
+def grown(rows: int, needed: int) -> int:
+    """Rows after growing a `rows`-row buffer that must hold `needed` rows: a quarter more at least. Not x2: the cpu
+    graph's full-layer products read every row of the buffer, used or not (targets/passes/full_attention.py)."""
+    return max(needed, -(-rows * 5 // 4))
 
 
 @dataclass
@@ -119,7 +122,7 @@ class SharedCache(KVCache):
     def _grow(self, lay: _Layer, rows: int) -> None:
         if rows <= lay.rows:
             return
-        new_rows = max(rows, GROWTH * lay.rows)
+        new_rows = grown(lay.rows, rows)
         n = min(self.length, lay.rows)
         for attr in ("key", "value"):
             fresh = self._buffer(new_rows)

@@ -1,0 +1,126 @@
+"""Full-attention layers: com.microsoft.GroupQueryAttention -> plain matrix products over the same shared buffer.
+
+ONNX Runtime's CPU GroupQueryAttention with a sink cannot take its flash path and reads a full layer's cache at a
+fraction of the memory bandwidth (docs/performance.md: 28 ms a step at 32k rows, where the bytes take ~4 ms). The
+same attention in plain ops, with the grouped queries of one KV head as the rows of one matrix product, runs at
+GEMM speed. Per full layer (float32 cache; H query heads, KV heads, G = H / KV, head size D, buffer rows R):
+
+    q, k      RotaryEmbedding (com.microsoft; the GQA node's own cos/sin caches, half-split)
+    present   ScatterND(past, [b, kv, position], new rows): the runtime binds past and present to ONE buffer
+              (the "shared" contract, unchanged), and ScatterND writes in place when they alias
+    scores    FusedMatMul(q as [B, KV, T*G, D], present_key [B, KV, R, D], transB, alpha = 1/sqrt(D))
+    mask      rows past each query's position (the future, and the buffer's unused rows): -inf
+    softmax   with the head's sink logit in the denominator: exp(s - m) / (sum exp(s - m) + exp(sink - m)),
+              m = max(max s, sink)
+    out       MatMul(probabilities, present_value) -> [B, T, H*D], heads in GQA's order (h = kv * G + g)
+
+Every product reads the buffer's R rows, used or not: the runtime sizes full layers' buffers to the sequence
+(runtime/kv/shared.py grows them by a quarter). Sliding layers keep GroupQueryAttention and its window cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from onnx import helper
+
+from gptoss.bundle.manifest import GraphContract
+from gptoss.ir.graph import MS_DOMAIN, Graph, node_attributes
+
+from ..base import LoweringContext
+
+
+class _Emitter:
+    """Nodes named under one prefix, collected in order (they replace one node in place)."""
+
+    def __init__(self, graph: Graph, prefix: str):
+        self.graph, self.prefix, self.nodes = graph, prefix, []
+
+    def __call__(self, op: str, inputs: list[str], tag: str, domain: str = "", **attrs) -> str:
+        out = f"{self.prefix}/{tag}"
+        self.nodes.append(helper.make_node(op, inputs, [out], name=out, domain=domain or None, **attrs))
+        return out
+
+    def const(self, value, dtype=np.int64) -> str:
+        return self.graph.const(value, dtype)
+
+
+@dataclass(frozen=True)
+class FullAttentionToMatMul:
+    name = "full_attention_to_matmul"
+
+    def __call__(self, graph: Graph, contract: GraphContract, ctx: LoweringContext) -> GraphContract:
+        if contract.kv.mode != "shared" or contract.kv.dtype != "float32":
+            return contract                      # the int8 cache stays with GroupQueryAttention's quantized kernel
+        for node in graph.nodes_of("GroupQueryAttention", MS_DOMAIN):
+            attrs = node_attributes(node)
+            if attrs.get("local_window_size", -1) > 0:
+                continue
+            emit = _Emitter(graph, f"{node.name}/matmul")
+            _full_attention(emit, node, attrs["num_heads"], attrs["kv_num_heads"], contract.kv.head_dim)
+            graph.replace_node(node, emit.nodes)
+        return contract
+
+
+def _full_attention(emit: _Emitter, node, heads: int, kv_heads: int, head_dim: int) -> None:
+    q, k, v, past_k, past_v, _seqlens, _total, cos, sin, positions, _, sinks = list(node.input)
+    out, present_k, present_v = list(node.output)
+    group = heads // kv_heads
+    rotary = dict(domain=MS_DOMAIN, interleaved=0)
+    q = emit("RotaryEmbedding", [q, positions, cos, sin], "q_rotary", num_heads=heads, **rotary)
+    k = emit("RotaryEmbedding", [k, positions, cos, sin], "k_rotary", num_heads=kv_heads, **rotary)
+    index = _cache_rows(emit, positions, kv_heads)
+    for name, rows, present in (("key", k, present_k), ("value", v, present_v)):
+        split = emit("Reshape", [rows, emit.const([0, 0, kv_heads, head_dim])], f"{name}_heads")
+        heads_first = emit("Transpose", [split], f"{name}_bkvtd", perm=[0, 2, 1, 3])
+        emit.nodes.append(helper.make_node("ScatterND", [past_k if name == "key" else past_v, index, heads_first],
+                                           [present], name=f"{emit.prefix}/write_{name}"))
+    grouped = emit("Reshape", [q, emit.const([0, 0, kv_heads, group, head_dim])], "q_groups")
+    grouped = emit("Transpose", [grouped], "q_bkvtgd", perm=[0, 2, 1, 3, 4])
+    grouped = emit("Reshape", [grouped, emit.const([0, 0, -1, head_dim])], "q_rows")        # [B, KV, T*G, D]
+    scores = emit("FusedMatMul", [grouped, present_k], "scores", domain=MS_DOMAIN, transB=1,
+                  alpha=float(1 / np.sqrt(head_dim)))                                        # [B, KV, T*G, R]
+    shape4 = emit("Shape", [scores], "scores_shape")
+    shape5 = emit("Concat", [emit("Slice", [shape4, emit.const([0]), emit.const([2])], "bkv"),
+                             emit.const([-1, group]),
+                             emit("Slice", [shape4, emit.const([3]), emit.const([4])], "r")], "shape5", axis=0)
+    scores = emit("Reshape", [scores, shape5], "scores_btg")                                # [B, KV, T, G, R]
+    scores = emit("Add", [scores, _future_mask(emit, positions, shape4)], "masked")
+    sink = emit("Reshape", [sinks, emit.const([1, kv_heads, 1, group, 1])], "sink")
+    top = emit("Max", [emit("ReduceMax", [scores, emit.const([-1])], "row_max", keepdims=1), sink], "max")
+    weights = emit("Exp", [emit("Sub", [scores, top], "shifted")], "exp")
+    denominator = emit("Add", [emit("ReduceSum", [weights, emit.const([-1])], "row_sum", keepdims=1),
+                               emit("Exp", [emit("Sub", [sink, top], "sink_shifted")], "sink_exp")], "denominator")
+    weights = emit("Reshape", [weights, shape4], "weights_rows")
+    mixed = emit("MatMul", [weights, present_v], "mixed")                                    # [B, KV, T*G, D]
+    mixed = emit("Reshape", [mixed, emit.const([0, 0, -1, group, head_dim])], "mixed_btg")
+    mixed = emit("Div", [mixed, denominator], "normalized")
+    mixed = emit("Transpose", [mixed], "mixed_btkvg", perm=[0, 2, 1, 3, 4])
+    emit.nodes.append(helper.make_node("Reshape", [mixed, emit.const([0, 0, heads * head_dim])], [out],
+                                       name=f"{emit.prefix}/out"))
+
+
+def _cache_rows(emit: _Emitter, positions: str, kv_heads: int) -> str:
+    """ScatterND indices [B, KV, T, 3]: (batch, KV head, position) of every new row."""
+    shape = emit("Shape", [positions], "positions_shape")                                  # [B, T]
+    batch, steps = (emit("Slice", [shape, emit.const([i]), emit.const([i + 1])], f"dim{i}") for i in (0, 1))
+    full = emit("Concat", [batch, emit.const([kv_heads]), steps], "index_shape", axis=0)
+    b = emit("Range", [emit.const(0), emit("Squeeze", [batch], "batch"), emit.const(1)], "batch_range")
+    parts = [emit("Reshape", [b, emit.const([-1, 1, 1])], "b_col"),
+             emit.const(np.arange(kv_heads).reshape(1, -1, 1)),
+             emit("Unsqueeze", [positions, emit.const([1])], "p_col")]
+    parts = [emit("Unsqueeze", [emit("Expand", [p, full], f"expand{i}"), emit.const([-1])], f"last{i}")
+             for i, p in enumerate(parts)]
+    return emit("Concat", parts, "scatter_index", axis=-1)
+
+
+def _future_mask(emit: _Emitter, positions: str, shape4: str) -> str:
+    """[B, 1, T, 1, R] float: 0 where buffer row r <= the query's position, else -inf (its future and the rows no
+    position has reached)."""
+    rows = emit("Squeeze", [emit("Slice", [shape4, emit.const([3]), emit.const([4])], "rows_1")], "rows")
+    row = emit("Range", [emit.const(0), rows, emit.const(1)], "row_range")
+    query = emit("Reshape", [positions, emit.const([0, 1, -1, 1, 1])], "query_position")
+    visible = emit("LessOrEqual", [row, query], "visible")
+    return emit("Where", [visible, emit.const(0.0, np.float32), emit.const(-np.inf, np.float32)], "mask")
+

@@ -1,0 +1,57 @@
+"""The cpu target's full-attention layers in plain matrix products (targets/passes/full_attention.py).
+
+Its agreement with the reference model, prefill then decode past the window, is test_export_graph's
+test_cpu_lowered_graph_matches_reference (the cpu-fp32 bundle); here: which layers it takes, and that the rows of
+the shared buffer past the sequence never reach a score.
+"""
+
+import numpy as np
+import onnx
+
+from gptoss.compile.pipeline import export_bundle
+from gptoss.runtime import Model
+from gptoss.runtime.kv.shared import grown
+from helpers import FP32
+
+
+def op_counts(bundle) -> dict[str, int]:
+    graph = onnx.load(str(bundle / "model.onnx"), load_external_data=False).graph
+    counts: dict[str, int] = {}
+    for node in graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def test_full_layers_run_matrix_products_and_sliding_layers_keep_gqa(tiny_bundle):
+    graph = onnx.load(str(tiny_bundle(target="cpu") / "model.onnx"), load_external_data=False).graph
+    windows = [next(onnx.helper.get_attribute_value(a) for a in n.attribute if a.name == "local_window_size")
+               for n in graph.node if n.op_type == "GroupQueryAttention"]
+    assert windows == [8, 8]                                   # tiny: layers 0 and 2 slide, 1 and 3 are full
+    counts = op_counts(tiny_bundle(target="cpu"))
+    assert counts["FusedMatMul"] == 2 and counts["ScatterND"] == 4 and counts["RotaryEmbedding"] == 4
+
+
+def test_the_int8_cache_keeps_gqa_on_every_layer(tiny_hf, tmp_path):
+    counts = op_counts(export_bundle(tiny_hf, tmp_path / "b", target="cpu", kv_cache="int8"))
+    assert counts["GroupQueryAttention"] == 4 and "FusedMatMul" not in counts
+
+
+def test_rows_past_the_sequence_never_reach_a_score(tiny_bundle):
+    """The products read every row of a full layer's buffer: rows no position has reached must be masked out
+    whatever they hold (a rolled-back sequence, another slot's past)."""
+    engine = Model.load(tiny_bundle(target="cpu", quant=FP32)).engine
+    ids = np.random.default_rng(3).integers(1000, 5000, 21)
+    clean, dirty = engine.new_cache(64), engine.new_cache(64)
+    engine.prefill(clean, ids[:20])
+    engine.prefill(dirty, ids[:20])
+    for layer in dirty._layers:
+        if layer.keep is None:
+            layer.key.array[:, :, 21:] = 1e4
+            layer.value.array[:, :, 21:] = -1e4
+    want = engine.decode(clean, int(ids[20]), engine.logits_buffer()).copy()
+    got = engine.decode(dirty, int(ids[20]), engine.logits_buffer()).copy()
+    assert np.array_equal(got, want)
+
+
+def test_full_layer_buffers_grow_by_a_quarter():
+    assert grown(256, 257) == 320 and grown(256, 400) == 400 and grown(3, 4) == 4
