@@ -11,6 +11,8 @@ Variants (each one GroupQueryAttention node, past and present bound to one buffe
                   [1, heads, 1, T] puts each head's sink logit on that slot: exactly the sink's extra softmax term
   fp16            head_sink, a float16 cache under float32 activations (the kernel converts rows as it reads)
   int8, int8_bias the same two over an int8 per-channel cache (k_quant_type/v_quant_type, kv_cache_bit_width=8)
+  matmul          the cpu target's full layers today: no GroupQueryAttention, the plain matrix products that
+                  targets/passes/full_attention.py puts in its place, float32 cache
 --evict-mib N reads an N MiB array before each timed call (not timed), so the call finds the cache cold in the
 CPU's caches, as it does inside the model, where the weights stream between two calls of a layer.
 Every variant's output is compared with `sink`'s on the same data (max abs difference reported).
@@ -30,10 +32,40 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 HEADS, KV_HEADS, HEAD_DIM = 64, 8, 64
-VARIANTS = ("sink", "nosink", "sink_as_bias", "fp16", "int8", "int8_bias")
+VARIANTS = ("sink", "nosink", "sink_as_bias", "fp16", "int8", "int8_bias", "matmul")
+
+
+def matmul_model(capacity: int) -> bytes:
+    """The cpu target's full layer: the nodes targets/passes/full_attention.py puts in place of the `sink` GQA node."""
+    from gptoss.ir.graph import Graph
+    from gptoss.targets.passes.full_attention import plain_full_attention
+
+    f = TensorProto.FLOAT
+    inputs = [helper.make_tensor_value_info("q", f, [1, 1, HEADS * HEAD_DIM]),
+              helper.make_tensor_value_info("k", f, [1, 1, KV_HEADS * HEAD_DIM]),
+              helper.make_tensor_value_info("v", f, [1, 1, KV_HEADS * HEAD_DIM]),
+              helper.make_tensor_value_info("past_key", f, [1, KV_HEADS, capacity, HEAD_DIM]),
+              helper.make_tensor_value_info("past_value", f, [1, KV_HEADS, capacity, HEAD_DIM]),
+              helper.make_tensor_value_info("cos", f, [capacity, HEAD_DIM // 2]),
+              helper.make_tensor_value_info("sin", f, [capacity, HEAD_DIM // 2]),
+              helper.make_tensor_value_info("position_ids", TensorProto.INT64, [1, 1]),
+              helper.make_tensor_value_info("sinks", f, [HEADS])]
+    gqa = helper.make_node("GroupQueryAttention", ["q", "k", "v", "past_key", "past_value", "seqlens_k", "total",
+                                                   "cos", "sin", "position_ids", "", "sinks"],
+                           ["out", "present_key", "present_value"], name="/attn")
+    constants = Graph("attention_micro")
+    nodes = plain_full_attention(constants, gqa, HEADS, KV_HEADS, HEAD_DIM)
+    outputs = [helper.make_tensor_value_info("out", f, [1, 1, HEADS * HEAD_DIM]),
+               helper.make_tensor_value_info("present_key", f, [1, KV_HEADS, capacity, HEAD_DIM]),
+               helper.make_tensor_value_info("present_value", f, [1, KV_HEADS, capacity, HEAD_DIM])]
+    graph = helper.make_graph(nodes, "matmul", inputs, outputs, list(constants.constants.values()))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23),
+                                                   helper.make_opsetid("com.microsoft", 1)]).SerializeToString()
 
 
 def model(variant: str, capacity: int) -> bytes:
+    if variant == "matmul":
+        return matmul_model(capacity)
     quantized = variant.startswith("int8")
     bias = variant in ("sink_as_bias", "int8_bias")
     sink = variant in ("sink", "int8", "fp16")
@@ -95,7 +127,7 @@ class Case:
         angles = (np.arange(capacity) - shift)[:, None] / 10000 ** (np.arange(HEAD_DIM // 2) / (HEAD_DIM // 2))
         feeds["cos"], feeds["sin"] = np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
         sinks = rng.standard_normal(HEADS).astype(np.float32)
-        if variant in ("sink", "int8", "fp16"):
+        if variant in ("sink", "int8", "fp16", "matmul"):
             feeds["sinks"] = sinks
         if variant == "fp16":
             keys, values = keys.astype(np.float16), values.astype(np.float16)
@@ -110,8 +142,10 @@ class Case:
                 return np.clip(np.round(x / scale.reshape(1, KV_HEADS, 1, HEAD_DIM)), -127, 127).astype(np.int8)
             keys, values = q(keys), q(values)
         self.binding = self.session.io_binding()
+        wanted = {i.name for i in self.session.get_inputs()}
         for name, value in feeds.items():
-            self.binding.bind_cpu_input(name, value)
+            if name in wanted:                                 # the matmul variant takes no lengths
+                self.binding.bind_cpu_input(name, value)
         self.cache = {}
         for name, value in (("key", keys), ("value", values)):
             buf = ort.OrtValue.ortvalue_from_numpy(value)

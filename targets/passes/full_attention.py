@@ -57,10 +57,17 @@ class FullAttentionToMatMul:
             attrs = node_attributes(node)
             if attrs.get("local_window_size", -1) > 0:
                 continue
-            emit = _Emitter(graph, f"{node.name}/matmul")
-            _full_attention(emit, node, attrs["num_heads"], attrs["kv_num_heads"], contract.kv.head_dim)
-            graph.replace_node(node, emit.nodes)
+            graph.replace_node(node, plain_full_attention(graph, node, attrs["num_heads"], attrs["kv_num_heads"],
+                                                          contract.kv.head_dim))
         return contract
+
+
+def plain_full_attention(graph: Graph, node, heads: int, kv_heads: int, head_dim: int) -> list:
+    """The nodes that stand for one full layer's GroupQueryAttention `node` (its inputs and outputs); their small
+    constants go into `graph` (bench/attention_micro.py builds the same nodes alone)."""
+    emit = _Emitter(graph, f"{node.name}/matmul")
+    _full_attention(emit, node, heads, kv_heads, head_dim)
+    return emit.nodes
 
 
 def _full_attention(emit: _Emitter, node, heads: int, kv_heads: int, head_dim: int) -> None:
