@@ -36,7 +36,8 @@ VARIANTS = ("sink", "nosink", "sink_as_bias", "fp16", "int8", "int8_bias", "matm
 
 
 def matmul_model(capacity: int) -> bytes:
-    """The cpu target's full layer: the nodes targets/passes/full_attention.py puts in place of the `sink` GQA node."""
+    """The cpu target's full layer: the nodes targets/passes/full_attention.py puts in place of the `sink` GQA node
+    (one token: its If takes the matrix products)."""
     from gptoss.ir.graph import Graph
     from gptoss.targets.passes.full_attention import plain_full_attention
 
@@ -46,6 +47,8 @@ def matmul_model(capacity: int) -> bytes:
               helper.make_tensor_value_info("v", f, [1, 1, KV_HEADS * HEAD_DIM]),
               helper.make_tensor_value_info("past_key", f, [1, KV_HEADS, capacity, HEAD_DIM]),
               helper.make_tensor_value_info("past_value", f, [1, KV_HEADS, capacity, HEAD_DIM]),
+              helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, [1]),     # for the prompt branch
+              helper.make_tensor_value_info("total", TensorProto.INT32, [1]),
               helper.make_tensor_value_info("cos", f, [capacity, HEAD_DIM // 2]),
               helper.make_tensor_value_info("sin", f, [capacity, HEAD_DIM // 2]),
               helper.make_tensor_value_info("position_ids", TensorProto.INT64, [1, 1]),
@@ -142,10 +145,8 @@ class Case:
                 return np.clip(np.round(x / scale.reshape(1, KV_HEADS, 1, HEAD_DIM)), -127, 127).astype(np.int8)
             keys, values = q(keys), q(values)
         self.binding = self.session.io_binding()
-        wanted = {i.name for i in self.session.get_inputs()}
         for name, value in feeds.items():
-            if name in wanted:                                 # the matmul variant takes no lengths
-                self.binding.bind_cpu_input(name, value)
+            self.binding.bind_cpu_input(name, value)
         self.cache = {}
         for name, value in (("key", keys), ("value", values)):
             buf = ort.OrtValue.ortvalue_from_numpy(value)

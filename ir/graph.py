@@ -161,14 +161,14 @@ class Graph:
         return next((n for n in self.nodes if output in n.output), None)
 
     def unused_initializers(self) -> list[str]:
-        used = {i for n in self.nodes for i in n.input}
+        used = consumed(self.nodes)
         return [name for name in self.initializers if name not in used]
 
     def drop_dead_nodes(self) -> None:
         """Remove nodes none of whose outputs is consumed or a graph output (left over by lowering)."""
         outputs = {o.name for o in self.outputs}
         while True:
-            used = {i for n in self.nodes for i in n.input} | outputs
+            used = consumed(self.nodes) | outputs
             alive = [n for n in self.nodes if any(o in used for o in n.output)]
             if len(alive) == len(self.nodes):
                 return
@@ -178,12 +178,26 @@ class Graph:
         self.drop_dead_nodes()
         for name in self.unused_initializers():
             del self.initializers[name]
-        used = {i for n in self.nodes for i in n.input}
+        used = consumed(self.nodes)
         self.constants = {k: v for k, v in self.constants.items() if k in used}
-        used_domains = {n.domain or "" for n in self.nodes}
+        used_domains = {n.domain or "" for n in walk(self.nodes)}
         self.functions = {k: f for k, f in self.functions.items()
                           if any(n.op_type == f.name and n.domain == f.domain for n in self.nodes)}
         self.opsets = {d: v for d, v in self.opsets.items() if d == "" or d in used_domains}
+
+
+def walk(nodes: Sequence[NodeProto]):
+    """Every node, and every node of their subgraphs (an If's branches), depth first."""
+    for node in nodes:
+        yield node
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.type == AttributeProto.GRAPH else list(attr.graphs)):
+                yield from walk(sub.node)
+
+
+def consumed(nodes: Sequence[NodeProto]) -> set[str]:
+    """Names the nodes read, their subgraphs' outer-scope reads included."""
+    return {i for n in walk(nodes) for i in n.input if i}
 
 
 def attr_ref(name: str, attr_type: int, ref: str | None = None) -> AttributeProto:

@@ -1,7 +1,7 @@
 """`cpu`: ONNX Runtime's CPU provider with its contrib ops. Experts stay exact MXFP4 (QMoE fp4); attention keeps
 in-place ("shared") KV buffers: sliding layers GroupQueryAttention with sinks and its window cache, full layers
-plain matrix products over the buffer (float32 cache; the int8 cache keeps GroupQueryAttention everywhere); dense
-weights MatMulNBits int8, the embedding GatherBlockQuantized int8."""
+plain matrix products over the buffer when decoding (float32 cache; a prompt chunk and the int8 cache keep
+GroupQueryAttention); dense weights MatMulNBits int8, the embedding GatherBlockQuantized int8."""
 
 from .base import ExecutionProvider, Target, frozen
 from .passes.attention import AttentionToGQA
@@ -18,8 +18,8 @@ TARGET = Target(
     passes=(
         MoeToQMoE(),
         AttentionToGQA(),
-        # full layers in plain matrix products: GQA's CPU kernel with a sink reads a long cache at a fraction of the
-        # bandwidth (docs/performance.md); sliding layers keep GQA's window cache
+        # full layers decode in plain matrix products: GQA's CPU kernel with a sink reads a long cache at a fraction
+        # of the bandwidth (docs/performance.md); sliding layers keep GQA's window cache
         FullAttentionToMatMul(),
         # int8 activations: at accuracy level 0 (fp32 activations) the 20b unembedding alone took 5+ s per decode
         # step on 2 cores; level 4 runs it at memory speed (docs/benchmarks.md).

@@ -25,6 +25,9 @@ from gptoss.bundle.kv import KVContract
 from .base import Checkpoint, KVCache
 from .storage import HOST, Placement
 
+FIRST_ROWS = 257    # a host cache's full layers start here (or at their capacity, when smaller)
+
+
 def grown(rows: int, needed: int) -> int:
     """Rows after growing a `rows`-row buffer that must hold `needed` rows: a quarter more at least. Not x2: the cpu
     graph's full-layer products read every row of the buffer, used or not (targets/passes/full_attention.py)."""
@@ -43,10 +46,15 @@ class _Layer:
 class SharedCache(KVCache):
     def __init__(self, spec: KVContract, capacity: int = 256, max_checkpoints: int = 4,
                  placement: Placement = HOST):
-        """capacity: rows preallocated on full layers (they hold strictly more rows than the sequence)."""
+        """capacity: the positions full layers are sized for (they hold strictly more rows than the sequence). A
+        device buffer takes them all up front (it never moves); a host buffer starts at FIRST_ROWS at most and grows
+        towards them as the sequence does, ending exactly at capacity + 1 rows: the cpu graph's full layers decode over
+        every row, so a short sequence in a 32k-row buffer would decode at the 32k-context speed."""
         super().__init__(spec, max_checkpoints)
         self.placement = placement
-        self._layers = [self._new_layer(keep, fixed, capacity + 1) for keep, fixed in zip(spec.keep, spec.capacity)]
+        self._target = capacity + 1
+        first = self._target if placement.on_device else min(self._target, FIRST_ROWS)
+        self._layers = [self._new_layer(keep, fixed, first) for keep, fixed in zip(spec.keep, spec.capacity)]
 
     def _new_layer(self, keep: int | None, fixed: int | None, rows: int) -> _Layer:
         rows = fixed if fixed is not None else rows
@@ -123,6 +131,8 @@ class SharedCache(KVCache):
         if rows <= lay.rows:
             return
         new_rows = grown(lay.rows, rows)
+        if rows <= self._target:
+            new_rows = min(new_rows, self._target)          # the sized-for length: exactly, no more
         n = min(self.length, lay.rows)
         for attr in ("key", "value"):
             fresh = self._buffer(new_rows)

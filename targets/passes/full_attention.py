@@ -1,21 +1,25 @@
-"""Full-attention layers: com.microsoft.GroupQueryAttention -> plain matrix products over the same shared buffer.
+"""Full-attention layers: com.microsoft.GroupQueryAttention -> plain matrix products over the same shared buffer
+when decoding.
 
 ONNX Runtime's CPU GroupQueryAttention with a sink cannot take its flash path and reads a full layer's cache at a
-fraction of the memory bandwidth (docs/performance.md: 28 ms a step at 32k rows, where the bytes take ~4 ms). The
+fraction of the memory bandwidth (docs/performance.md: 29 ms a step at 32k rows, where the bytes take ~4 ms). The
 same attention in plain ops, with the grouped queries of one KV head as the rows of one matrix product, runs at
 GEMM speed. Per full layer (float32 cache; H query heads, KV heads, G = H / KV, head size D, buffer rows R):
 
-    q, k      RotaryEmbedding (com.microsoft; the GQA node's own cos/sin caches, half-split)
+    k         RotaryEmbedding (com.microsoft; the GQA node's own cos/sin caches, half-split)
     present   ScatterND(past, [b, kv, position], new rows): the runtime binds past and present to ONE buffer
               (the "shared" contract, unchanged), and ScatterND writes in place when they alias
-    scores    FusedMatMul(q as [B, KV, T*G, D], present_key [B, KV, R, D], transB, alpha = 1/sqrt(D))
-    mask      rows past each query's position (the future, and the buffer's unused rows): -inf
-    softmax   with the head's sink logit in the denominator: exp(s - m) / (sum exp(s - m) + exp(sink - m)),
+    If T == 1 (decode), the products:
+      scores  FusedMatMul(rotated q as [B, KV, T*G, D], present_key [B, KV, R, D], transB, alpha = 1/sqrt(D))
+      mask    rows past each query's position (the future, and the buffer's unused rows): -inf
+      softmax with the head's sink logit in the denominator: exp(s - m) / (sum exp(s - m) + exp(sink - m)),
               m = max(max s, sink)
-    out       MatMul(probabilities, present_value) -> [B, T, H*D], heads in GQA's order (h = kv * G + g)
+      out     MatMul(probabilities, present_value) -> [B, T, H*D], heads in GQA's order (h = kv * G + g)
+    else (a prompt chunk), GroupQueryAttention itself over the same buffer as a plain past: for T queries at once
+              its fused kernel beats the products' [B, KV, T*G, R] passes; its copy of the cache is discarded.
 
-Every product reads the buffer's R rows, used or not: the runtime sizes full layers' buffers to the sequence
-(runtime/kv/shared.py grows them by a quarter). Sliding layers keep GroupQueryAttention and its window cache.
+The products read every row of the buffer, used or not: the runtime's host caches grow towards their capacity as
+the sequence does (runtime/kv/shared.py). Sliding layers keep GroupQueryAttention and its window cache.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from onnx import helper
+from onnx import TensorProto, helper
 
 from gptoss.bundle.manifest import GraphContract
 from gptoss.ir.graph import MS_DOMAIN, Graph, node_attributes
@@ -71,18 +75,40 @@ def plain_full_attention(graph: Graph, node, heads: int, kv_heads: int, head_dim
 
 
 def _full_attention(emit: _Emitter, node, heads: int, kv_heads: int, head_dim: int) -> None:
-    q, k, v, past_k, past_v, _seqlens, _total, cos, sin, positions, _, sinks = list(node.input)
+    q, k, v, past_k, past_v, seqlens, total, cos, sin, positions, _, sinks = list(node.input)
     out, present_k, present_v = list(node.output)
-    group = heads // kv_heads
     rotary = dict(domain=MS_DOMAIN, interleaved=0)
-    q = emit("RotaryEmbedding", [q, positions, cos, sin], "q_rotary", num_heads=heads, **rotary)
-    k = emit("RotaryEmbedding", [k, positions, cos, sin], "k_rotary", num_heads=kv_heads, **rotary)
+    k_rotated = emit("RotaryEmbedding", [k, positions, cos, sin], "k_rotary", num_heads=kv_heads, **rotary)
     index = _cache_rows(emit, positions, kv_heads)
-    for name, rows, present in (("key", k, present_k), ("value", v, present_v)):
+    for name, rows, past, present in (("key", k_rotated, past_k, present_k), ("value", v, past_v, present_v)):
         split = emit("Reshape", [rows, emit.const([0, 0, kv_heads, head_dim])], f"{name}_heads")
         heads_first = emit("Transpose", [split], f"{name}_bkvtd", perm=[0, 2, 1, 3])
-        emit.nodes.append(helper.make_node("ScatterND", [past_k if name == "key" else past_v, index, heads_first],
-                                           [present], name=f"{emit.prefix}/write_{name}"))
+        emit.nodes.append(helper.make_node("ScatterND", [past, index, heads_first], [present],
+                                           name=f"{emit.prefix}/write_{name}"))
+    decode = _Emitter(emit.graph, f"{emit.prefix}/decode")
+    q_rotated = decode("RotaryEmbedding", [q, positions, cos, sin], "q_rotary", num_heads=heads, **rotary)
+    decoded = _products(decode, q_rotated, present_k, present_v, positions, sinks, heads, kv_heads, head_dim)
+    prefilled = f"{emit.prefix}/prefill/out"
+    prefill = helper.make_node(
+        "GroupQueryAttention", [q, k, v, past_k, past_v, seqlens, total, cos, sin, positions, "", sinks],
+        [prefilled, f"{emit.prefix}/prefill/scratch_key", f"{emit.prefix}/prefill/scratch_value"],
+        name=f"{emit.prefix}/prefill/attention", domain=MS_DOMAIN, num_heads=heads, kv_num_heads=kv_heads,
+        do_rotary=1, rotary_interleaved=0, local_window_size=-1)
+    steps = emit("Gather", [emit("Shape", [positions], "steps_shape"), emit.const(1)], "steps", axis=0)
+    one_step = emit("Equal", [steps, emit.const(1)], "one_step")
+    emit.nodes.append(helper.make_node("If", [one_step], [out], name=f"{emit.prefix}/decode_or_prefill",
+                                       then_branch=_branch("decode", decode.nodes, decoded),
+                                       else_branch=_branch("prefill", [prefill], prefilled)))
+
+
+def _branch(name: str, nodes: list, output: str):
+    return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)])
+
+
+def _products(emit: _Emitter, q: str, present_k: str, present_v: str, positions: str, sinks: str,
+              heads: int, kv_heads: int, head_dim: int) -> str:
+    """Attention of the rotated queries `q` [B, T, H*D] over every row of the buffers, as matrix products."""
+    group = heads // kv_heads
     grouped = emit("Reshape", [q, emit.const([0, 0, kv_heads, group, head_dim])], "q_groups")
     grouped = emit("Transpose", [grouped], "q_bkvtgd", perm=[0, 2, 1, 3, 4])
     grouped = emit("Reshape", [grouped, emit.const([0, 0, -1, head_dim])], "q_rows")        # [B, KV, T*G, D]
@@ -104,8 +130,7 @@ def _full_attention(emit: _Emitter, node, heads: int, kv_heads: int, head_dim: i
     mixed = emit("Reshape", [mixed, emit.const([0, 0, -1, group, head_dim])], "mixed_btg")
     mixed = emit("Div", [mixed, denominator], "normalized")
     mixed = emit("Transpose", [mixed], "mixed_btkvg", perm=[0, 2, 1, 3, 4])
-    emit.nodes.append(helper.make_node("Reshape", [mixed, emit.const([0, 0, heads * head_dim])], [out],
-                                       name=f"{emit.prefix}/out"))
+    return emit("Reshape", [mixed, emit.const([0, 0, heads * head_dim])], "out")
 
 
 def _cache_rows(emit: _Emitter, positions: str, kv_heads: int) -> str:

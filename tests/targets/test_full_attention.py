@@ -1,8 +1,8 @@
 """The cpu target's full-attention layers in plain matrix products (targets/passes/full_attention.py).
 
-Its agreement with the reference model, prefill then decode past the window, is test_export_graph's
-test_cpu_lowered_graph_matches_reference (the cpu-fp32 bundle); here: which layers it takes, and that the rows of
-the shared buffer past the sequence never reach a score.
+Its agreement with the reference model, prefill (GroupQueryAttention) then decode (the products) past the window,
+is test_export_graph's test_cpu_lowered_graph_matches_reference (the cpu-fp32 bundle); here: which layers it takes,
+that the rows of the shared buffer past the sequence never reach a score, and how host caches grow.
 """
 
 import numpy as np
@@ -22,18 +22,22 @@ def op_counts(bundle) -> dict[str, int]:
     return counts
 
 
-def test_full_layers_run_matrix_products_and_sliding_layers_keep_gqa(tiny_bundle):
+def test_full_layers_decode_in_matrix_products_and_sliding_layers_keep_gqa(tiny_bundle):
     graph = onnx.load(str(tiny_bundle(target="cpu") / "model.onnx"), load_external_data=False).graph
     windows = [next(onnx.helper.get_attribute_value(a) for a in n.attribute if a.name == "local_window_size")
                for n in graph.node if n.op_type == "GroupQueryAttention"]
     assert windows == [8, 8]                                   # tiny: layers 0 and 2 slide, 1 and 3 are full
     counts = op_counts(tiny_bundle(target="cpu"))
-    assert counts["FusedMatMul"] == 2 and counts["ScatterND"] == 4 and counts["RotaryEmbedding"] == 4
+    assert counts["If"] == 2 and counts["ScatterND"] == 4 and counts["RotaryEmbedding"] == 2
+    for choice in (n for n in graph.node if n.op_type == "If"):
+        branches = {a.name: [m.op_type for m in a.g.node] for a in choice.attribute}
+        assert "FusedMatMul" in branches["then_branch"] and "GroupQueryAttention" not in branches["then_branch"]
+        assert branches["else_branch"] == ["GroupQueryAttention"]     # a prompt chunk: GQA's fused kernel
 
 
 def test_the_int8_cache_keeps_gqa_on_every_layer(tiny_hf, tmp_path):
     counts = op_counts(export_bundle(tiny_hf, tmp_path / "b", target="cpu", kv_cache="int8"))
-    assert counts["GroupQueryAttention"] == 4 and "FusedMatMul" not in counts
+    assert counts["GroupQueryAttention"] == 4 and "If" not in counts
 
 
 def test_rows_past_the_sequence_never_reach_a_score(tiny_bundle):
@@ -55,3 +59,16 @@ def test_rows_past_the_sequence_never_reach_a_score(tiny_bundle):
 
 def test_full_layer_buffers_grow_by_a_quarter():
     assert grown(256, 257) == 320 and grown(256, 400) == 400 and grown(3, 4) == 4
+
+
+def test_a_host_cache_grows_towards_its_capacity_and_ends_exactly_there(tiny_bundle):
+    """A long capacity must not make short sequences read its rows: full layers start small, grow by a quarter as
+    the sequence does, and stop at capacity + 1 rows."""
+    engine = Model.load(tiny_bundle(target="cpu", quant=FP32)).engine
+    cache = engine.new_cache(1000)
+    rows = lambda: {lay.rows for lay in cache._layers if lay.keep is None}      # noqa: E731
+    assert rows() == {257}
+    cache.fill_random(400)
+    assert rows() == {401}                                                      # what 400 positions need
+    engine.prefill(cache, np.arange(1000, 1590))                                  # 990 positions: near the end
+    assert rows() == {1001}
