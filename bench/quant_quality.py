@@ -7,7 +7,7 @@
 
 For each scheme of the dense parts (attention, embedding, unembedding; experts stay exact MXFP4, router fp32), and
 with the int8 KV cache (`--kv-cache int8`, calibrated at export on compile/calibrate.py's text), it exports a `cpu`
-bundle, scores one random token sequence through the runtime (prefill, then cached decode)
+bundle, scores one random token sequence through the runtime (one prefill scoring every position)
 and reports the relative logit error ||got - ref|| / ||ref||, the max |diff| and the top-1 agreement.
 """
 
