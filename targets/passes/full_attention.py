@@ -57,29 +57,34 @@ class FullAttentionToMatMul:
     def __call__(self, graph: Graph, contract: GraphContract, ctx: LoweringContext) -> GraphContract:
         if contract.kv.mode != "shared" or contract.kv.dtype != "float32":
             return contract                      # the int8 cache stays with GroupQueryAttention's quantized kernel
+        shared: dict[str, str] = {}             # per-graph values every full layer reads (emitted with the first)
         for node in graph.nodes_of("GroupQueryAttention", MS_DOMAIN):
             attrs = node_attributes(node)
             if attrs.get("local_window_size", -1) > 0:
                 continue
             graph.replace_node(node, plain_full_attention(graph, node, attrs["num_heads"], attrs["kv_num_heads"],
-                                                          contract.kv.head_dim))
+                                                          contract.kv.head_dim, shared))
         return contract
 
 
-def plain_full_attention(graph: Graph, node, heads: int, kv_heads: int, head_dim: int) -> list:
+def plain_full_attention(graph: Graph, node, heads: int, kv_heads: int, head_dim: int,
+                         shared: dict[str, str] | None = None) -> list:
     """The nodes that stand for one full layer's GroupQueryAttention `node` (its inputs and outputs); their small
-    constants go into `graph` (bench/attention_micro.py builds the same nodes alone)."""
+    constants go into `graph` (bench/attention_micro.py builds the same nodes alone). `shared`: the cache-row
+    indices and the decode test, computed from position_ids by the first full layer and read by the others."""
     emit = _Emitter(graph, f"{node.name}/matmul")
-    _full_attention(emit, node, heads, kv_heads, head_dim)
+    _full_attention(emit, node, heads, kv_heads, head_dim, {} if shared is None else shared)
     return emit.nodes
 
 
-def _full_attention(emit: _Emitter, node, heads: int, kv_heads: int, head_dim: int) -> None:
+def _full_attention(emit: _Emitter, node, heads: int, kv_heads: int, head_dim: int, shared: dict[str, str]) -> None:
     q, k, v, past_k, past_v, seqlens, total, cos, sin, positions, _, sinks = list(node.input)
     out, present_k, present_v = list(node.output)
     rotary = dict(domain=MS_DOMAIN, interleaved=0)
     k_rotated = emit("RotaryEmbedding", [k, positions, cos, sin], "k_rotary", num_heads=kv_heads, **rotary)
-    index = _cache_rows(emit, positions, kv_heads)
+    if not shared:
+        shared["index"], shared["one_step"] = _cache_rows(emit, positions, kv_heads)
+    index, one_step = shared["index"], shared["one_step"]
     for name, rows, past, present in (("key", k_rotated, past_k, present_k), ("value", v, past_v, present_v)):
         split = emit("Reshape", [rows, emit.const([0, 0, kv_heads, head_dim])], f"{name}_heads")
         heads_first = emit("Transpose", [split], f"{name}_bkvtd", perm=[0, 2, 1, 3])
@@ -94,8 +99,6 @@ def _full_attention(emit: _Emitter, node, heads: int, kv_heads: int, head_dim: i
         [prefilled, f"{emit.prefix}/prefill/scratch_key", f"{emit.prefix}/prefill/scratch_value"],
         name=f"{emit.prefix}/prefill/attention", domain=MS_DOMAIN, num_heads=heads, kv_num_heads=kv_heads,
         do_rotary=1, rotary_interleaved=0, local_window_size=-1)
-    steps = emit("Gather", [emit("Shape", [positions], "steps_shape"), emit.const(1)], "steps", axis=0)
-    one_step = emit("Equal", [steps, emit.const(1)], "one_step")
     emit.nodes.append(helper.make_node("If", [one_step], [out], name=f"{emit.prefix}/decode_or_prefill",
                                        then_branch=_branch("decode", decode.nodes, decoded),
                                        else_branch=_branch("prefill", [prefill], prefilled)))
@@ -133,8 +136,8 @@ def _products(emit: _Emitter, q: str, present_k: str, present_v: str, positions:
     return emit("Reshape", [mixed, emit.const([0, 0, heads * head_dim])], "out")
 
 
-def _cache_rows(emit: _Emitter, positions: str, kv_heads: int) -> str:
-    """ScatterND indices [B, KV, T, 3]: (batch, KV head, position) of every new row."""
+def _cache_rows(emit: _Emitter, positions: str, kv_heads: int) -> tuple[str, str]:
+    """ScatterND indices [B, KV, T, 3]: (batch, KV head, position) of every new row; and whether T == 1."""
     shape = emit("Shape", [positions], "positions_shape")                                  # [B, T]
     batch, steps = (emit("Slice", [shape, emit.const([i]), emit.const([i + 1])], f"dim{i}") for i in (0, 1))
     full = emit("Concat", [batch, emit.const([kv_heads]), steps], "index_shape", axis=0)
@@ -144,7 +147,8 @@ def _cache_rows(emit: _Emitter, positions: str, kv_heads: int) -> str:
              emit("Unsqueeze", [positions, emit.const([1])], "p_col")]
     parts = [emit("Unsqueeze", [emit("Expand", [p, full], f"expand{i}"), emit.const([-1])], f"last{i}")
              for i, p in enumerate(parts)]
-    return emit("Concat", parts, "scatter_index", axis=-1)
+    one_step = emit("Equal", [steps, emit.const([1])], "one_step")                        # [1] bool: If's cond
+    return emit("Concat", parts, "scatter_index", axis=-1), one_step
 
 
 def _future_mask(emit: _Emitter, positions: str, shape4: str) -> str:

@@ -29,6 +29,7 @@ def test_full_layers_decode_in_matrix_products_and_sliding_layers_keep_gqa(tiny_
     assert windows == [8, 8]                                   # tiny: layers 0 and 2 slide, 1 and 3 are full
     counts = op_counts(tiny_bundle(target="cpu"))
     assert counts["If"] == 2 and counts["ScatterND"] == 4 and counts["RotaryEmbedding"] == 2
+    assert sum(n.name.endswith("/scatter_index") for n in graph.node) == 1      # computed once, read by both layers
     for choice in (n for n in graph.node if n.op_type == "If"):
         branches = {a.name: [m.op_type for m in a.g.node] for a in choice.attribute}
         assert "FusedMatMul" in branches["then_branch"] and "GroupQueryAttention" not in branches["then_branch"]
