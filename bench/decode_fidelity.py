@@ -11,13 +11,16 @@ tokens, then decodes the next ones one at a time; the decoded positions' logits 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from export_gqa_twin import gqa_twin  # noqa: E402
 
 FP32 = dict(attention="fp32", embedding="fp32", unembedding="fp32")
 
@@ -36,15 +39,12 @@ def main() -> None:
     from gptoss.export import load_model
     from gptoss.export.checkpoint import Checkpoint
     from gptoss.runtime import Model
-    from gptoss.targets.passes.full_attention import FullAttentionToMatMul
     from gptoss.targets.registry import TARGETS
 
     vocab = Checkpoint.open(args.checkpoint).config.vocab_size
     tokens = np.random.default_rng(0).integers(0, vocab, args.prefill + args.decode)
     reference = load_model(args.checkpoint)(torch.from_numpy(tokens)).numpy()[args.prefill:]
-    cpu = TARGETS["cpu"]
-    without = dataclasses.replace(cpu, name="cpu_gqa",
-                                  passes=tuple(p for p in cpu.passes if not isinstance(p, FullAttentionToMatMul)))
+    cpu, without = TARGETS["cpu"], gqa_twin()
     work = args.work or Path(tempfile.mkdtemp(prefix="gptoss-decode-fidelity-"))
     for side, target in (("matrix products", cpu), ("GroupQueryAttention", without)):
         bundle = export_bundle(args.checkpoint, work / target.name, target=target, quant=FP32, force=True)

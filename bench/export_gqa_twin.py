@@ -18,13 +18,18 @@ def main() -> None:
     args = ap.parse_args()
 
     from gptoss.compile.pipeline import export_bundle
+
+    print(export_bundle(args.checkpoint, args.out, target=gqa_twin(), force=True))
+
+
+def gqa_twin():
+    """The `cpu` target row without FullAttentionToMatMul, named `cpu_gqa`."""
     from gptoss.targets.passes.full_attention import FullAttentionToMatMul
     from gptoss.targets.registry import TARGETS
 
     cpu = TARGETS["cpu"]
-    twin = dataclasses.replace(cpu, name="cpu_gqa",
+    return dataclasses.replace(cpu, name="cpu_gqa",
                                passes=tuple(p for p in cpu.passes if not isinstance(p, FullAttentionToMatMul)))
-    print(export_bundle(args.checkpoint, args.out, target=twin, force=True))
 
 
 if __name__ == "__main__":
