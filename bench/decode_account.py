@@ -88,15 +88,30 @@ def profiler_phase(bundle: Path, context: int, steps: int, threads: int, options
     events = json.loads(Path(path).read_text())
     os.remove(path)
     runs = [e for e in events if e.get("cat") == "Session" and e["name"] == "model_run"][-steps:]
-    start = runs[0]["ts"]
-    per_op: collections.Counter = collections.Counter()
-    for e in events:
-        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= start:
-            per_op[e["args"]["op_name"]] += e["dur"]
+    per_op = kernel_time_per_op(events, runs[0]["ts"])
     run_ms = statistics.mean(r["dur"] for r in runs) / 1e3        # a mean, as the kernels are summed
     kernels = {op: d / 1e3 / steps for op, d in per_op.most_common()}
     return {"model_run_ms": run_ms, "kernels_ms": kernels, "kernel_total_ms": sum(kernels.values()),
             "gaps_ms": run_ms - sum(kernels.values())}
+
+
+CONTROL_FLOW = ("If", "Loop", "Scan")
+
+
+def kernel_time_per_op(events: list, start: int) -> collections.Counter:
+    """Kernel microseconds per op type in an ORT profile, from `start` on. A control-flow node's event spans the
+    kernels of the branch it ran, which the profile lists as nodes of their own; it keeps only what is its own (its
+    span minus theirs), so that no microsecond is counted twice."""
+    kernels = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= start]
+    per_op: collections.Counter = collections.Counter()
+    for e in kernels:
+        per_op[e["args"]["op_name"]] += e["dur"]
+    for e in kernels:
+        if e["args"]["op_name"] in CONTROL_FLOW:
+            end = e["ts"] + e["dur"]
+            inner = sum(k["dur"] for k in kernels if k is not e and k["tid"] == e["tid"] and e["ts"] <= k["ts"] < end)
+            per_op[e["args"]["op_name"]] -= inner
+    return per_op
 
 
 def decode_feeds(manifest, context: int, names) -> dict:

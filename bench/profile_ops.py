@@ -6,15 +6,18 @@
 Prints the call's wall time and the kernel time per op type (the second of two identical calls).
 """
 
-import collections
 import json
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from gptoss.bundle import load_manifest, names
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))      # bench/ is not a package: its siblings, by name
+from decode_account import kernel_time_per_op
 
 
 def feeds(manifest, T: int) -> dict:
@@ -44,10 +47,7 @@ def main(bundle: str, T: int) -> None:
         events = json.load(fh)
     os.remove(path)
     last = [e for e in events if e.get("cat") == "Session" and e["name"] == "model_run"][-1]
-    per_op = collections.Counter()
-    for e in events:
-        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= last["ts"]:
-            per_op[e["args"]["op_name"]] += e["dur"]
+    per_op = kernel_time_per_op(events, last["ts"])
     total = sum(per_op.values())
     print("run ms", last["dur"] / 1000)
     for op, d in per_op.most_common(6):

@@ -127,6 +127,7 @@ class Engine:
         check_context(cache.length + int(ids.size), self.max_context,
                       "scoring" if all_logits else f"a prompt of {ids.size} tokens (after {cache.length} cached)")
         chunk = chunk or self.prefill_chunk
+        cache.reserve(cache.length + int(ids.size))
         rows = []
         for start in range(0, ids.size, chunk):
             if cancel is not None and cancel.is_set():

@@ -53,6 +53,10 @@ class KVCache:
         """Adopt what the graph wrote for `token_ids` (call once after each run)."""
         raise NotImplementedError
 
+    def reserve(self, length: int) -> None:
+        """Make room for `length` positions before a prefill appends them chunk by chunk. A no-op here: only caches
+        whose buffers grow have something to do."""
+
     def held(self, layer: int) -> int:
         """Positions layer `layer` holds now."""
         raise NotImplementedError

@@ -5,6 +5,9 @@ is test_export_graph's test_cpu_lowered_graph_matches_reference (the cpu-fp32 bu
 that the rows of the shared buffer past the sequence never reach a score, and how host caches grow.
 """
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import onnx
 
@@ -12,6 +15,8 @@ from gptoss.compile.pipeline import export_bundle
 from gptoss.runtime import Model
 from gptoss.runtime.kv.shared import grown
 from helpers import FP32
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 def op_counts(bundle) -> dict[str, int]:
@@ -73,3 +78,47 @@ def test_a_host_cache_grows_towards_its_capacity_and_ends_exactly_there(tiny_bun
     assert rows() == {401}                                                      # what 400 positions need
     engine.prefill(cache, np.arange(1000, 1590))                                  # 990 positions: near the end
     assert rows() == {1001}
+
+
+def test_a_prompt_is_prefilled_over_one_buffer_size(tiny_bundle):
+    """Every chunk of one prompt sees the same full-layer rows (room for the whole prompt, reserved up front), so the
+    prompt branch's attention scores keep one size from chunk to chunk."""
+    engine = Model.load(tiny_bundle(target="cpu", quant=FP32)).engine
+    cache = engine.new_cache(1000)
+    seen, bind = [], cache.bind
+
+    def watched(binding, new, layers):
+        bind(binding, new, layers)
+        seen.append({lay.rows for lay in cache._layers if lay.keep is None})
+    cache.bind = watched
+    engine.prefill(cache, np.arange(1000, 1600), chunk=64)                     # 10 chunks, 600 positions
+    assert len(seen) >= 10 and all(rows == {601} for rows in seen)
+    engine.decode(cache, 7, engine.logits_buffer())                            # then it grows as before
+    assert seen[-1] == {grown(601, 602)}
+
+
+def _bench_module(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_decode_account_counts_the_branch_kernels_of_an_if_once():
+    """An If's profile event spans the kernels of the branch it ran, which ORT lists as nodes of their own."""
+    account = _bench_module("decode_account")
+    kernel = "Node", "x_kernel_time"
+    events = [{"cat": kernel[0], "name": kernel[1], "ts": ts, "dur": dur, "tid": tid, "args": {"op_name": op}}
+              for ts, dur, tid, op in [(100, 50, 1, "If"), (105, 20, 1, "FusedMatMul"), (130, 15, 1, "MatMul"),
+                                       (160, 10, 1, "QMoE"), (110, 30, 2, "MatMul")]]
+    per_op = account.kernel_time_per_op(events, start=0)
+    assert per_op == {"If": 15, "FusedMatMul": 20, "MatMul": 45, "QMoE": 10}
+
+
+def test_a_decode_account_of_the_cpu_bundle_sees_the_products_inside_the_if(tiny_bundle):
+    account = _bench_module("decode_account")
+    profile = account.profiler_phase(tiny_bundle(target="cpu"), context=20, steps=2, threads=1, options={})
+    kernels = profile["kernels_ms"]
+    assert kernels["FusedMatMul"] > 0 and "GroupQueryAttention" in kernels      # decode: products on full layers
+    assert kernels["If"] >= 0                      # its own time: what it spans, less its branch's kernels
+    assert profile["kernel_total_ms"] <= profile["model_run_ms"]
