@@ -77,7 +77,9 @@ def test_a_host_cache_grows_towards_its_capacity_and_ends_exactly_there(tiny_bun
     cache.fill_random(400)
     assert rows() == {401}                                                      # what 400 positions need
     engine.prefill(cache, np.arange(1000, 1590))                                  # 990 positions: near the end
-    assert rows() == {1001}
+    assert rows() == {991}                                                      # reserved for the prompt
+    engine.decode(cache, 7, engine.logits_buffer())
+    assert rows() == {1001}                                                     # a quarter more, capped there
 
 
 def test_a_prompt_is_prefilled_over_one_buffer_size(tiny_bundle):
