@@ -4,6 +4,7 @@ measures onnxruntime-genai (same prompt ids, same phases, same peak-RSS accounti
     python bench/ours.py measure BUNDLE [--threads 2] [--prompts 128 512 2048] [--contexts 1024 8192]
                                         [--new-tokens 32] [--fill prefill|synthetic]
                                         [--session-option session.intra_op.allow_spinning=0 ...]
+                                        [--no-prefill-reserve]
 
 Prints one JSON object on stdout. Phases:
   load     Model.load (session creation; ORT memory-maps model.weights)
@@ -121,8 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--no-warmup", action="store_true")
     m.add_argument("--session-option", action="append", default=[], metavar="KEY=VALUE",
                    help="an ONNX Runtime session option over the bundle's, e.g. session.intra_op.allow_spinning=0")
+    m.add_argument("--no-prefill-reserve", action="store_true",
+                   help="the runtime before prompts reserved their rows: full layers grow chunk by chunk during a "
+                        "prefill (the baseline of docs/performance.md's comparison)")
     args = parser.parse_args(argv)
     options = dict(kv.split("=", 1) for kv in args.session_option)
+    if args.no_prefill_reserve:
+        from gptoss.runtime.kv.shared import SharedCache
+        SharedCache.reserve = lambda self, length: None
     result = measure(args.bundle, args.threads, args.prompts, args.contexts, args.new_tokens, args.seed, args.fill,
                      warmup=not args.no_warmup, session_options=options)
     print(json.dumps(result, indent=1))
