@@ -131,3 +131,6 @@ class SlotCache(SharedCache):
 
     def _grow(self, lay: _SlotLayer, rows: int) -> None:
         self.pool.grow(lay.index, rows)
+
+    def _room(self, needed: int) -> int:
+        return grown(needed, needed + 1)          # a pool has no sized-for capacity: it grows as its slots do

@@ -94,13 +94,20 @@ class SharedCache(KVCache):
         self._record(token_ids)
 
     def reserve(self, length: int) -> None:
-        """Full layers grow once to hold strictly more rows than `length`. A prompt's chunks then all run over
-        buffers of one size: the prompt branch's attention scores (chunk x rows per head) keep one size, and ONNX
-        Runtime's arena reuses one block for them instead of keeping a larger one for every chunk (growing by a
-        quarter per chunk made the 2-layer slice's 32k prefill peak 3 GiB higher; docs/performance.md)."""
+        """Full layers grow once to hold strictly more rows than `length`, and the quarter more that decode would
+        grow to next (up to the capacity): a prompt's chunks then all run over buffers of one size, so the prompt
+        branch's attention scores (chunk x rows per head) keep one size and ONNX Runtime's arena reuses one block
+        for them instead of keeping a larger one for every chunk (growing chunk by chunk made the 2-layer slice's
+        32k prefill peak 3 GiB higher; docs/performance.md); and the first decode step after a long prompt does
+        not copy the whole cache."""
         for lay in self._layers:
             if not lay.fixed:
-                self._grow(lay, length + 1)
+                self._grow(lay, self._room(length + 1))
+
+    def _room(self, needed: int) -> int:
+        """Rows for `needed` and a quarter more, but no more than the sized-for capacity + 1 (when that holds
+        `needed`)."""
+        return max(needed, min(grown(needed, needed + 1), self._target))
 
     def fill_random(self, length: int, seed: int = 0) -> None:
         if self.length:
