@@ -9,7 +9,7 @@ Two phases in one process, one after the other (never both sessions at once: a 2
      cache.fill_random, then a real 128-token prefill, which pages in every expert), then `--steps` greedy steps through Engine.decode; per step its wall time (what an app sees)
      and the wall of the InferenceSession call inside it (run_with_iobinding), so Python per step = the difference;
   2. ONNX Runtime's profiler on the same graph file, fed the same shapes (one token at position `--context` over
-     buffers of the cache's rows), `--steps` calls after two warm-ups: per call `model_run` (the session's own time),
+     buffers of the cache's rows, bound as the runtime binds them: past and present one buffer), `--steps` calls after two warm-ups: per call `model_run` (the session's own time),
      the kernels summed per op type, and the rest of model_run (gaps: thread hand-offs, waits and spinning between
      kernels, allocation, the executor's bookkeeping).
 Prints JSON, and a markdown table with --markdown (appended).
@@ -81,9 +81,10 @@ def profiler_phase(bundle: Path, context: int, steps: int, threads: int, options
     so.enable_profiling = True
     (graph,) = manifest.graph_paths("main")
     session = ort.InferenceSession(str(graph), so, providers=["CPUExecutionProvider"])
-    feeds = decode_feeds(manifest, context, names)
+    feeds = decode_feeds(manifest, context, names)          # bound by pointer: kept alive for every call
+    binding = bound_like_the_runtime(session, manifest, feeds)
     for _ in range(2 + steps):
-        session.run(None, feeds)
+        session.run_with_iobinding(binding)
     path = session.end_profiling()
     events = json.loads(Path(path).read_text())
     os.remove(path)
@@ -112,6 +113,29 @@ def kernel_time_per_op(events: list, start: int) -> collections.Counter:
             inner = sum(k["dur"] for k in kernels if k is not e and k["tid"] == e["tid"] and e["ts"] <= k["ts"] < end)
             per_op[e["args"]["op_name"]] -= inner
     return per_op
+
+
+def bound_like_the_runtime(session, manifest, feeds: dict):
+    """An IOBinding as the runtime makes one: in a "shared" cache each layer's past and present are one buffer (the
+    cpu graph's ScatterND then writes in place; with separate outputs it would copy every buffer each call)."""
+    from gptoss.bundle import names
+    from gptoss.runtime.kv.storage import bind_array
+
+    binding = session.io_binding()
+    for name, value in feeds.items():
+        bind_array(binding.bind_input, name, value)
+    shared = manifest.kv.mode == "shared"
+    for i in range(manifest.kv.num_layers):
+        past_k, past_v, present_k, present_v = names.kv_names(i)
+        for past, present in ((past_k, present_k), (past_v, present_v)):
+            if shared:
+                bind_array(binding.bind_output, present, feeds[past])
+            else:
+                binding.bind_output(present, "cpu")
+    for out in session.get_outputs():
+        if not out.name.startswith(("present_key.", "present_value.")):
+            binding.bind_output(out.name, "cpu")
+    return binding
 
 
 def decode_feeds(manifest, context: int, names) -> dict:
