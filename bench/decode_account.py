@@ -124,16 +124,13 @@ def bound_like_the_runtime(session, manifest, feeds: dict):
     binding = session.io_binding()
     for name, value in feeds.items():
         bind_array(binding.bind_input, name, value)
-    shared = manifest.kv.mode == "shared"
-    for i in range(manifest.kv.num_layers):
-        past_k, past_v, present_k, present_v = names.kv_names(i)
-        for past, present in ((past_k, present_k), (past_v, present_v)):
-            if shared:
-                bind_array(binding.bind_output, present, feeds[past])
-            else:
-                binding.bind_output(present, "cpu")
+    past_of = {} if manifest.kv.mode != "shared" else {
+        present: past for i in range(manifest.kv.num_layers)
+        for past, present in zip(names.kv_names(i)[:2], names.kv_names(i)[2:])}
     for out in session.get_outputs():
-        if not out.name.startswith(("present_key.", "present_value.")):
+        if out.name in past_of:
+            bind_array(binding.bind_output, out.name, feeds[past_of[out.name]])
+        else:
             binding.bind_output(out.name, "cpu")
     return binding
 
